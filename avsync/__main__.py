@@ -1,0 +1,3 @@
+from avsync.cli import main
+
+main()
