@@ -1,0 +1,218 @@
+"""``avsync align``: re-time a video to a reference audio.
+
+decode → features → backend Affinity → monotonic DP Correspondence → frame plan → render.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsync import __version__
+from avsync.errors import InputError
+from avsync.outputs import check_output, write_json
+from avsync.progress import Progress
+from avsync.types import CONVENTION, Correspondence
+
+MIN_AUDIO_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    backend: str = "classical"  # alignment backend name (see `avsync models list` / backends registry)
+    mode: str = "auto"  # auto | dance | speech | general: which visual features to use
+    max_shift: float = 2.0  # largest |picture − audio| lag searched, seconds
+    max_speed: float = 2.0  # fastest the source may advance per second of audio (>= 1)
+    lag_penalty: float | None = None  # DP penalty per lag step; None = the backend/path default
+    crf: int = 18  # libx264 constant rate factor of the output
+    preset: str = "veryfast"  # libx264 preset
+    device: str = "auto"  # auto | cpu | cuda (learned backends)
+    checkpoint: str | None = None  # checkpoint name or path for learned backends (None = default)
+    use_dp: bool = True  # smooth the backend output through the monotonic DP (path.py)
+    overwrite: bool = False  # replace existing outputs
+    cache: bool = True  # cache features on disk
+
+
+@dataclass
+class AlignResult:
+    output: str
+    map_path: str | None
+    plot_path: str | None
+    backend: str
+    mode: str
+    visual_kind: str
+    note: str
+    source_fps: float
+    output_fps: float
+    n_out: int
+    n_src: int
+    audio_duration: float
+    stats: dict[str, int]
+    confidence_mean: float
+    lag_ms: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+    correspondence: Correspondence | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("correspondence", None)
+        d["convention"] = CONVENTION
+        return d
+
+
+def compute_correspondence(
+    video: str | os.PathLike[str],
+    audio: str | os.PathLike[str],
+    opts: AlignOptions,
+    progress: Progress | None = None,
+) -> tuple[Correspondence, Any, Any, dict[str, float]]:
+    """Measure the warp only (no rendering). Returns (correspondence, visual features,
+    media info of the video, seconds per stage)."""
+    from avsync.backends import get_backend
+    from avsync.features.extract import extract_audio, extract_visual
+    from avsync.media import probe
+    from avsync.path import PathOptions, correspondence
+
+    secs: dict[str, float] = {}
+    t0 = time.perf_counter()
+    vinfo = probe(video)
+    if not vinfo.has_video:
+        raise InputError(f"no video stream in '{video}'")
+    ainfo = probe(audio)
+    if not ainfo.has_audio:
+        raise InputError(f"no audio stream in reference '{audio}'")
+    if ainfo.audio_duration < MIN_AUDIO_SECONDS:
+        raise InputError(
+            f"reference audio '{audio}' is {ainfo.audio_duration:.2f} s long; at least {MIN_AUDIO_SECONDS:.0f} s needed"
+        )
+    backend = get_backend(opts.backend, device=opts.device, checkpoint=opts.checkpoint)
+    afeat = extract_audio(audio, cache=opts.cache)
+    secs["audio_features"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    vfeat = extract_visual(video, opts.mode, cache=opts.cache, progress=progress)
+    secs["visual_features"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    aff = backend.affinity(afeat, vfeat, opts.max_shift)
+    secs["backend"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    fps = float(vfeat.fps)
+    n_out = max(1, math.ceil(afeat.duration * fps - 1e-6))
+    popts = PathOptions(max_speed=opts.max_speed)
+    if opts.lag_penalty is not None:
+        popts = PathOptions(max_speed=opts.max_speed, lag_change_penalty=opts.lag_penalty)
+    corr = correspondence(aff, popts, out_rate=fps, n_out=n_out, use_dp=opts.use_dp)
+    secs["path"] = time.perf_counter() - t3
+    return corr, vfeat, vinfo, secs
+
+
+def align(
+    video: str | os.PathLike[str],
+    audio: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    opts: AlignOptions = AlignOptions(),
+    *,
+    map_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> AlignResult:
+    """Re-time ``video`` to ``audio`` and write ``out`` (plus optional map and plot).
+
+    Parameters
+    ----------
+    video, audio : path
+        The picture to re-time, and the reference audio (any container with an audio stream).
+    out : path
+        The re-timed video with the reference audio muxed. Written atomically.
+    """
+    from avsync.media import frame_times as src_frame_times
+    from avsync.render import frame_plan, plan_stats, render
+
+    for p in (video, audio):
+        if not Path(p).exists():
+            raise InputError(f"no such file: '{p}'")
+    if Path(out).resolve() in (Path(video).resolve(), Path(audio).resolve()):
+        raise InputError("the output would overwrite an input; choose another -o")
+    for p in (out, map_path, plot_path):
+        check_output(p, opts.overwrite)
+
+    corr, vfeat, vinfo, secs = compute_correspondence(video, audio, opts, progress)
+    t4 = time.perf_counter()
+    ftimes = vfeat.frame_times if len(vfeat.frame_times) else src_frame_times(video)
+    plan = frame_plan(corr, ftimes)
+    stats = plan_stats(plan, len(ftimes))
+    render(
+        video, plan, corr.rate, out, audio_path=audio, crf=opts.crf, preset=opts.preset,
+        overwrite=opts.overwrite, progress=progress,
+    )
+    secs["render"] = time.perf_counter() - t4
+
+    conf = corr.confidence if corr.confidence is not None else np.ones(len(corr.src_time))
+    lag = corr.lag
+    result = AlignResult(
+        output=str(out),
+        map_path=str(map_path) if map_path else None,
+        plot_path=str(plot_path) if plot_path else None,
+        backend=opts.backend,
+        mode=vfeat.mode,
+        visual_kind=vfeat.kind,
+        note=vfeat.note,
+        source_fps=float(vinfo.fps),
+        output_fps=float(corr.rate),
+        n_out=len(plan),
+        n_src=len(ftimes),
+        audio_duration=len(plan) / corr.rate,
+        stats=stats.to_dict(),
+        confidence_mean=float(np.mean(conf)),
+        lag_ms={
+            "mean": float(np.mean(lag) * 1000),
+            "min": float(np.min(lag) * 1000),
+            "max": float(np.max(lag) * 1000),
+        },
+        seconds={k: round(v, 3) for k, v in secs.items()},
+        correspondence=corr,
+    )
+    if map_path:
+        write_json(map_path, warp_map(result, plan, ftimes, conf))
+    if plot_path:
+        from avsync.plot import plot_warp
+
+        plot_warp(corr, plot_path, title=f"avsync align — {Path(video).name} to {Path(audio).name} "
+                                         f"({opts.backend}, {vfeat.kind})")
+    return result
+
+
+def warp_map(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, conf: np.ndarray) -> dict[str, Any]:
+    """The ``--map`` JSON: for every output frame, the source time and frame index shown."""
+    corr = result.correspondence
+    assert corr is not None
+    frames = [
+        {
+            "frame": k,
+            "time": round(k / corr.rate, 6),
+            "src_time": round(float(corr.src_time[k]), 6),
+            "src_frame": int(plan[k]),
+            "src_frame_time": round(float(ftimes[plan[k]]), 6),
+            "confidence": round(float(conf[k]), 4),
+        }
+        for k in range(len(plan))
+    ]
+    return {
+        "avsync_version": __version__,
+        "kind": "align",
+        "backend": result.backend,
+        "mode": result.mode,
+        "visual_kind": result.visual_kind,
+        "convention": CONVENTION + " (lag = src_time - time)",
+        "output_fps": result.output_fps,
+        "source_fps": result.source_fps,
+        "n_out": result.n_out,
+        "n_src": result.n_src,
+        "stats": result.stats,
+        "frames": frames,
+    }

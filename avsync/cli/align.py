@@ -1,0 +1,93 @@
+"""`avsync align VIDEO --audio AUDIO -o OUT.mp4`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avsync.cli._app import app, fail, print_json, rich_progress, run
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def check_common(mode: str | None = None, device: str | None = None, crf: int | None = None,
+                 preset: str | None = None, max_shift: float | None = None) -> None:
+    """Validate options shared by several commands; one error line on failure."""
+    if mode is not None and mode not in ("auto", "dance", "speech", "general"):
+        fail(f"--mode must be auto, dance, speech or general (got '{mode}')")
+    if device is not None and not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        fail(f"--device must be auto, cpu or cuda (got '{device}')")
+    if crf is not None and not 0 <= crf <= 51:
+        fail(f"--crf must be within 0..51 (got {crf})")
+    if preset is not None and preset not in X264_PRESETS:
+        fail(f"--preset must be one of {', '.join(X264_PRESETS)} (got '{preset}')")
+    if max_shift is not None and not max_shift > 0:
+        fail(f"--max-shift must be positive (got {max_shift})")
+
+
+@app.command()
+def align(
+    video: Annotated[Path, typer.Argument(help="Video to re-time (any container PyAV reads).")],
+    audio: Annotated[Path, typer.Option("--audio", "-a", help="Reference audio (any container).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Re-timed video to write (.mp4, .mkv, .mov).")],
+    backend: Annotated[str, typer.Option(help="Alignment backend.")] = "classical",
+    mode: Annotated[str, typer.Option(help="auto | dance | speech | general.")] = "auto",
+    max_shift: Annotated[float, typer.Option("--max-shift", help="Largest lag searched, seconds.")] = 2.0,
+    max_speed: Annotated[float, typer.Option("--max-speed", help="Fastest source speed-up allowed.")] = 2.0,
+    map_path: Annotated[Path | None, typer.Option("--map", help="Write the warp map (JSON).")] = None,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a plot of the warp (PNG).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    crf: Annotated[int, typer.Option(help="libx264 quality (lower = better).")] = 18,
+    preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = "auto",
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
+    no_dp: Annotated[bool, typer.Option("--no-dp", help="Use the backend's path as is (no DP).")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+) -> None:
+    """Re-time VIDEO so that it plays in step with the reference AUDIO; write the result."""
+    check_common(mode=mode, device=device, crf=crf, preset=preset, max_shift=max_shift)
+    if max_speed < 1.0:
+        fail(f"--max-speed must be at least 1 (got {max_speed})")
+    from avsync.align import AlignOptions
+    from avsync.align import align as do_align
+
+    opts = AlignOptions(
+        backend=backend, mode=mode, max_shift=max_shift, max_speed=max_speed, crf=crf, preset=preset,
+        device=device, checkpoint=checkpoint, use_dp=not no_dp, overwrite=overwrite, cache=not no_cache,
+    )
+    with rich_progress(not json_out) as progress:
+        result = run(lambda: do_align(video, audio, output, opts, map_path=map_path, plot_path=plot_path,
+                                      progress=progress))
+    if json_out:
+        print_json(result.to_json())
+        return
+    _print_summary(result)
+
+
+def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    from avsync.types import describe_offset
+
+    c = Console()
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("output", f"{r.output}  ({r.n_out} frames at {r.output_fps:.3f} fps, {r.audio_duration:.2f} s)")
+    t.add_row("backend", f"{r.backend}; visual features: {r.visual_kind} ({r.mode})")
+    if r.note:
+        t.add_row("note", r.note)
+    lag = r.lag_ms
+    t.add_row("lag", f"mean {lag['mean']:+.0f} ms ({describe_offset(lag['mean'] / 1000)}), "
+                     f"range {lag['min']:+.0f} .. {lag['max']:+.0f} ms")
+    s = r.stats
+    t.add_row("frames", f"{s['duplicated']} duplicated, {s['dropped']} dropped, "
+                        f"{s['consecutive']} consecutive, {s['unique']} unique of {r.n_src} source frames")
+    t.add_row("confidence", f"{r.confidence_mean:.2f} (mean)")
+    if r.map_path:
+        t.add_row("map", r.map_path)
+    if r.plot_path:
+        t.add_row("plot", r.plot_path)
+    c.print(t)
