@@ -1,0 +1,1 @@
+"""Benchmarks: the papers' protocols on any folder of synced clips (see protocol.py)."""

@@ -1,0 +1,282 @@
+"""The papers' evaluation protocols on any folder of synced clips.
+
+(a) Non-uniform (AlignNet / temporal-autoencoder protocols): each clip's picture is
+    distorted by a seeded random monotonic warp — alternately AlignNet-style speed changes
+    (0.6×–1.6×, short freezes and skips, a global shift) and temporal-autoencoder-style
+    drops/duplicates (≤ 25 frames displacement, ≤ 4 repeats) — and rendered as a real video
+    file (no audio). Every backend then aligns that file to the clip's original audio through
+    the same path as ``avsync align``; for each output frame k we know which original frame it
+    shows, ``orig[k]``, so the error is ``d = orig[k] − k`` frames. Scored on frames with
+    moving content (static frames look the same whichever is shown):
+      - AFE: average |d| in frames;
+      - ITU: fraction of frames with −45 ms ≤ d/fps ≤ +125 ms (showing the picture d frames
+        early means the audio lags; ITU-R BT.1359 allows 125 ms of lag and 45 ms of lead);
+      - ±1: fraction with |d| ≤ 1;
+      - the four frame criteria of the output plan (duplicated, dropped, consecutive, unique).
+    The row ``none`` is the distorted video left as it is.
+(b) Global offset: the clip's audio features are shifted against its picture by random
+    shifts within ±15 frames (speech protocol) and by every step of the in-the-wild grid
+    (−2 s .. +2 s in 0.2 s steps); each backend's offset estimate is scored by accuracy within
+    ±1 frame, and on the grid by Acc@1 (the estimate rounded to the nearest grid class).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsync.progress import Progress
+from avsync.types import Signal
+
+GRID = tuple(round(x, 1) for x in np.arange(-2.0, 2.0001, 0.2))
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    seed: int = 0  # everything random derives from this
+    nonuniform: bool = True  # run protocol (a)
+    offset: bool = True  # run protocol (b)
+    random_shifts: int = 4  # random ±15-frame shifts per clip in (b)
+    max_shift: float = 2.0  # lag search range for align, seconds
+    offset_max_shift: float = 2.5  # search range for protocol (b), seconds
+    device: str = "cpu"
+    work_dir: str | None = None  # where distorted renders are cached (default: cache dir)
+    max_clips: int | None = None  # use only the first N clips
+
+
+@dataclass
+class BackendRow:
+    backend: str
+    n_clips: int = 0
+    afe: float = float("nan")
+    itu: float = float("nan")
+    acc1: float = float("nan")
+    duplicated: int = 0
+    dropped: int = 0
+    consecutive: int = 0
+    unique: int = 0
+    offset_acc1f: float = float("nan")
+    grid_acc1: float = float("nan")
+    s_per_min: float = float("nan")
+    s_per_min_offset: float = float("nan")
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchResult:
+    data_dir: str
+    n_clips: int
+    options: dict[str, Any]
+    protocol: str
+    rows: list[BackendRow]
+    features_s_per_min: float
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+
+def protocol_text(opts: BenchOptions) -> str:
+    return (
+        f"seed {opts.seed}; (a) non-uniform: per clip a random monotonic warp, alternating AlignNet-style "
+        f"speed changes 0.6x-1.6x with freezes/skips/global shift (|displacement| <= 1 s) and TAE-style "
+        f"drops/duplicates (<= 25 frames displacement, <= 4 repeats), rendered to a real file and aligned "
+        f"with max_shift {opts.max_shift} s; scored on moving frames. (b) offset: {opts.random_shifts} random "
+        f"shifts within +-15 frames per clip and the grid -2..+2 s step 0.2 s, search +-{opts.offset_max_shift} s."
+    )
+
+
+def list_clips(data_dir: str | os.PathLike[str]) -> list[Path]:
+    exts = {".mp4", ".mkv", ".mov", ".avi", ".webm"}
+    return sorted(p for p in Path(data_dir).rglob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
+
+
+def shift_audio(afeat: Any, seconds: float) -> Any:
+    """Audio features of the same clip with its audio made to lead the picture by ``seconds``.
+
+    ``a'(t) = a(t + seconds)``; samples past the ends take the signal's minimum (silence).
+    """
+
+    def sh(sig: Signal) -> Signal:
+        t = sig.times
+        src = t + seconds
+        out = np.empty_like(sig.values, dtype=np.float32)
+        lo = sig.values.min(axis=0)
+        for d in range(sig.values.shape[1]):
+            out[:, d] = np.interp(src, t, sig.values[:, d], left=lo[d], right=lo[d])
+        return Signal(out, sig.rate, sig.start)
+
+    return replace(afeat, onset=sh(afeat.onset), speech=sh(afeat.speech), logmel=sh(afeat.logmel))
+
+
+def _moving_mask(vfeat: Any, n: int) -> np.ndarray:
+    """Frames whose content changes (motion energy above 10% of its median over moving frames)."""
+    e = np.asarray(vfeat.grid.values).sum(axis=1)[:n]
+    if len(e) < n:
+        e = np.pad(e, (0, n - len(e)), mode="edge")
+    nz = e[e > 1e-6]
+    if len(nz) == 0:
+        return np.zeros(n, bool)
+    return e > 0.1 * np.median(nz)
+
+
+def _distorted(clip: Path, idx: int, n: int, fps: float, seed: int, work: Path) -> tuple[Path, np.ndarray]:
+    from avsync.render import render
+    from avsync.warps import random_warp, tae_warp
+
+    rng = np.random.default_rng([seed, idx])
+    plan = random_warp(n, fps, rng) if idx % 2 == 0 else tae_warp(n, rng)
+    plan = np.asarray(plan, dtype=np.int64)
+    key = hashlib.sha256(f"{clip.resolve()}|{clip.stat().st_size}|{seed}|{idx}".encode()).hexdigest()[:16]
+    out = work / f"{clip.stem}_{key}.mp4"
+    if not out.exists():
+        render(clip, plan, fps, out, audio_path=None, crf=20, preset="ultrafast", overwrite=True)
+    return out, plan
+
+
+def run_bench(
+    data_dir: str | os.PathLike[str],
+    backends: list[str],
+    opts: BenchOptions = BenchOptions(),
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Run protocols (a) and (b) for every backend on every clip of ``data_dir``."""
+    from avsync.align import AlignOptions, compute_correspondence
+    from avsync.backends import get_backend
+    from avsync.cache import cache_dir
+    from avsync.errors import AvsyncError, InputError
+    from avsync.features.extract import extract_audio, extract_visual
+    from avsync.media import frame_times
+    from avsync.render import frame_plan, plan_stats
+
+    clips = list_clips(data_dir)
+    if opts.max_clips:
+        clips = clips[: opts.max_clips]
+    if not clips:
+        raise InputError(f"no video clips found in '{data_dir}'")
+    work = Path(opts.work_dir) if opts.work_dir else cache_dir() / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    names = ["none", *backends] if opts.nonuniform else list(backends)
+    acc: dict[str, dict[str, list[Any]]] = {b: {} for b in names}
+    feat_time = 0.0
+    total_minutes = 0.0
+    models = {}
+    for b in backends:
+        models[b] = get_backend(b, device=opts.device)
+
+    def add(b: str, k: str, v: Any) -> None:
+        acc[b].setdefault(k, []).append(v)
+
+    steps = len(clips)
+    for ci, clip in enumerate(clips):
+        if progress:
+            progress("bench", ci, steps)
+        t0 = time.perf_counter()
+        afeat = extract_audio(clip)
+        vfeat = extract_visual(clip, "auto")
+        feat_time += time.perf_counter() - t0
+        fps = float(vfeat.fps)
+        n = len(vfeat.frame_times)
+        minutes = n / fps / 60
+        total_minutes += minutes
+        moving = _moving_mask(vfeat, n)
+        if opts.nonuniform:
+            dist, plan = _distorted(clip, ci, n, fps, opts.seed, work)
+            dtimes = frame_times(dist)
+            k = np.arange(n)
+            for b in names:
+                try:
+                    t1 = time.perf_counter()
+                    if b == "none":
+                        shown = np.minimum(k, len(plan) - 1)
+                    else:
+                        corr, _, _, secs = compute_correspondence(
+                            dist, clip, AlignOptions(backend=b, max_shift=opts.max_shift, device=opts.device)
+                        )
+                        shown = frame_plan(corr, dtimes)[:n]
+                        add(b, "sec", secs.get("backend", 0) + secs.get("path", 0))
+                        add(b, "min", minutes)
+                    _ = t1
+                    if len(shown) < n:
+                        shown = np.pad(shown, (0, n - len(shown)), mode="edge")
+                    orig = plan[shown]
+                    d = (orig - k).astype(float)
+                    m = moving if moving.any() else np.ones(n, bool)
+                    add(b, "abs", np.abs(d[m]))
+                    add(b, "itu", ((d[m] / fps >= -0.045 - 1e-9) & (d[m] / fps <= 0.125 + 1e-9)))
+                    add(b, "acc1", np.abs(d[m]) <= 1)
+                    st = plan_stats(orig, n).to_dict()
+                    for key in ("duplicated", "dropped", "consecutive", "unique"):
+                        add(b, key, st[key])
+                except AvsyncError as e:
+                    acc[b].setdefault("errors", []).append(f"{clip.name}: {e}")
+        if opts.offset:
+            rng = np.random.default_rng([opts.seed, ci, 7])
+            rand = rng.integers(-15, 16, size=opts.random_shifts) / fps
+            for b in backends:
+                try:
+                    t2 = time.perf_counter()
+                    for s in rand:
+                        o = models[b].offset(shift_audio(afeat, float(s)), vfeat, opts.offset_max_shift)
+                        add(b, "off1f", abs(o.seconds - s) <= 1.0 / fps + 1e-9)
+                    for s in GRID:
+                        o = models[b].offset(shift_audio(afeat, float(s)), vfeat, opts.offset_max_shift)
+                        pred = round(round(o.seconds / 0.2) * 0.2, 1)
+                        add(b, "grid", abs(pred - s) < 1e-6)
+                    add(b, "osec", time.perf_counter() - t2)
+                    add(b, "omin", minutes * (len(rand) + len(GRID)))
+                except AvsyncError as e:
+                    acc[b].setdefault("errors", []).append(f"{clip.name}: {e}")
+    if progress:
+        progress("bench", steps, steps)
+
+    rows = []
+    for b in names:
+        a = acc[b]
+        r = BackendRow(backend=b, n_clips=len(clips))
+
+        def cat(key: str, a: dict[str, list[Any]] = a) -> np.ndarray:
+            v = a.get(key, [])
+            return np.concatenate([np.atleast_1d(x) for x in v]) if v else np.array([])
+
+        if a.get("abs"):
+            r.afe = float(cat("abs").mean())
+            r.itu = float(cat("itu").mean())
+            r.acc1 = float(cat("acc1").mean())
+            for key in ("duplicated", "dropped", "consecutive", "unique"):
+                setattr(r, key, int(np.sum(a[key])))
+        if a.get("off1f"):
+            r.offset_acc1f = float(cat("off1f").mean())
+            r.grid_acc1 = float(cat("grid").mean())
+            r.s_per_min_offset = float(np.sum(a["osec"]) / max(1e-9, np.sum(a["omin"])))
+        if a.get("sec"):
+            r.s_per_min = float(np.sum(a["sec"]) / max(1e-9, np.sum(a["min"])))
+        r.errors = list(a.get("errors", []))
+        rows.append(r)
+    return BenchResult(
+        data_dir=str(data_dir), n_clips=len(clips), options=asdict(opts), protocol=protocol_text(opts),
+        rows=rows, features_s_per_min=feat_time / max(1e-9, total_minutes),
+    )
+
+
+def markdown_table(res: BenchResult) -> str:
+    head = ("| backend | AFE (frames) ↓ | ITU acc ↑ | ±1 frame ↑ | dup | del | cons | uniq | "
+            "offset ±1 frame ↑ | grid Acc@1 ↑ | s/min align ↓ | s/min offset ↓ |")
+    lines = [head, "|" + "---|" * 13]
+    for r in res.rows:
+        def f(x: float, p: str = ".3f") -> str:
+            return "—" if x != x else format(x, p)
+
+        dup = (r.duplicated, r.dropped, r.consecutive, r.unique) if r.afe == r.afe else ("—",) * 4
+        lines.append(
+            f"| {r.backend} | {f(r.afe, '.2f')} | {f(r.itu)} | {f(r.acc1)} | {dup[0]} | {dup[1]} | {dup[2]} | "
+            f"{dup[3]} | {f(r.offset_acc1f)} | {f(r.grid_acc1)} | {f(r.s_per_min, '.2f')} | "
+            f"{f(r.s_per_min_offset, '.2f')} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""`avsync bench DATA_DIR --backend a,b,c`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avsync.cli._app import app, fail, print_json, rich_progress, run
+
+
+@app.command()
+def bench(
+    data_dir: Annotated[Path, typer.Argument(help="Folder of synced clips (video with its own audio).")],
+    backend: Annotated[str, typer.Option(help="Comma-separated backends to compare.")] = "classical",
+    seed: Annotated[int, typer.Option(help="Seed of the random distortions and shifts.")] = 0,
+    max_clips: Annotated[int | None, typer.Option("--max-clips", help="Use only the first N clips.")] = None,
+    protocol: Annotated[str, typer.Option(help="all | nonuniform | offset.")] = "all",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "cpu",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write a Markdown table.")] = None,
+) -> None:
+    """Run the papers' protocols on DATA_DIR; print every backend side by side."""
+    if not data_dir.is_dir():
+        fail(f"'{data_dir}' is not a directory")
+    if protocol not in ("all", "nonuniform", "offset"):
+        fail(f"--protocol must be all, nonuniform or offset (got '{protocol}')")
+    names = [b.strip() for b in backend.split(",") if b.strip()]
+    if not names:
+        fail("--backend names no backend")
+    from avsync.bench.protocol import BenchOptions, markdown_table, run_bench
+
+    opts = BenchOptions(seed=seed, max_clips=max_clips, device=device,
+                        nonuniform=protocol in ("all", "nonuniform"), offset=protocol in ("all", "offset"))
+    with rich_progress(not json_out) as progress:
+        res = run(lambda: run_bench(data_dir, names, opts, progress))
+    if markdown:
+        from avsync.outputs import write_atomic
+
+        def _w(tmp: str) -> None:
+            Path(tmp).write_text(f"{res.protocol}\n\n{markdown_table(res)}\n")
+
+        write_atomic(markdown, _w)
+    if json_out:
+        print_json(res.to_json())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"avsync bench — {res.n_clips} clips in {data_dir}", caption=res.protocol)
+    for col in ("backend", "AFE↓", "ITU↑", "±1f↑", "dup", "del", "cons", "uniq", "off ±1f↑", "grid@1↑",
+                "s/min align", "s/min offset"):
+        t.add_column(col, justify="right")
+
+    def f(x: float, p: str = ".3f") -> str:
+        return "—" if x != x else format(x, p)
+
+    for r in res.rows:
+        has = r.afe == r.afe
+        t.add_row(r.backend, f(r.afe, ".2f"), f(r.itu), f(r.acc1),
+                  *(str(v) if has else "—" for v in (r.duplicated, r.dropped, r.consecutive, r.unique)),
+                  f(r.offset_acc1f), f(r.grid_acc1), f(r.s_per_min, ".2f"), f(r.s_per_min_offset, ".2f"))
+    c = Console()
+    c.print(t)
+    c.print(f"features: {res.features_s_per_min:.1f} s per minute of video (shared by all backends)")
+    for r in res.rows:
+        for e in r.errors[:5]:
+            c.print(f"[yellow]{r.backend}: {e}")
