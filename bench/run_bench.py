@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""`make bench`: the accuracy protocols on the project's splits and the speed/memory benchmark.
+
+1. Fetches the development media when missing (../shared/media/fetch.sh).
+2. Cuts Big Buck Bunny into 11 s clips: dev = 0–396 s (tuning/training), held-out = 401–489 s
+   (reporting; the end credits from ~490 s are left out: no picture-sound link there).
+3. Runs `avsync bench` protocols for `classical` and every learned backend whose checkpoint is
+   available, on both splits, and writes bench/RESULTS.md.
+4. Speed: a 60 s 720p clip aligned end to end vs. a plain PyAV decode+encode of the same file;
+   peak memory (RSS) for 60 s and ~600 s inputs.
+
+Usage: python bench/run_bench.py [--quick] [--backends a,b] [--no-speed] [--max-clips N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def media_dir() -> Path:
+    d = Path(os.environ.get("AVSYNC_MEDIA", Path.home() / ".cache" / "avsync-media"))
+    if not (d / "bbb.mp4").exists():
+        fetch = ROOT.parent / "shared" / "media" / "fetch.sh"
+        if not fetch.exists():
+            sys.exit(f"bench: {d}/bbb.mp4 missing and {fetch} not found")
+        subprocess.run(["bash", str(fetch), str(d)], check=True)
+    return d
+
+
+def available_backends() -> list[str]:
+    from avsync.backends import list_backends
+
+    names = []
+    for b in list_backends():
+        if "align" not in b.tasks and "offset" not in b.tasks:
+            continue
+        if b.trainable:
+            try:
+                from avsync.hub import list_models
+
+                if not any(m.get("backend") == b.name for m in list_models()):
+                    continue
+            except Exception:  # noqa: BLE001 - hub absent: only classical
+                continue
+        names.append(b.name)
+    return names
+
+
+def measure(cmd: list[str]) -> dict[str, float]:
+    """Wall time and peak RSS (MiB) of one command, run in its own wrapper process."""
+    code = (
+        "import resource,subprocess,sys,time,json;t=time.perf_counter();"
+        "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL);"
+        "print(json.dumps({'rc':r.returncode,'wall':time.perf_counter()-t,"
+        "'rss_mib':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speed(media: Path, work: Path, full: bool) -> list[str]:
+    import numpy as np
+
+    from avsync.bench.data import cut_clips
+    from avsync.media import probe
+    from avsync.render import render
+    from avsync.warps import random_warp
+
+    lines = []
+    clip = cut_clips(media / "bbb.mp4", work / "speed", start=401.0, end=461.0, clip_seconds=60.0,
+                     max_side=1280, prefix="bbb720")[0]
+    info = probe(clip)
+    dist = work / "speed" / "bbb720_distorted.mp4"
+    if not dist.exists():
+        plan = random_warp(info.n_frames, info.fps, np.random.default_rng(0))
+        render(clip, plan, info.fps, dist, audio_path=None, crf=18, preset="veryfast", overwrite=True)
+    avsync = [sys.executable, "-m", "avsync"]
+    env_cache = work / "speed" / "cache"
+    os.environ["AVSYNC_CACHE"] = str(env_cache)  # fresh feature cache: measure the real work
+    import shutil
+
+    shutil.rmtree(env_cache, ignore_errors=True)
+    out = work / "speed" / "aligned.mp4"
+    a = measure([*avsync, "align", str(dist), "--audio", str(clip), "-o", str(out), "--overwrite", "--no-cache"])
+    plain = measure([sys.executable, str(ROOT / "bench" / "plain_transcode.py"), str(dist),
+                     str(work / "speed" / "plain.mp4")])
+    dur = info.duration
+    lines.append(f"| 60 s 720p, align end to end (classical) | {a['wall']:.1f} s | {a['wall'] / dur:.2f}x real time "
+                 f"| {a['rss_mib']:.0f} MiB |")
+    lines.append(f"| 60 s 720p, plain PyAV decode+encode (veryfast, crf 18) | {plain['wall']:.1f} s | "
+                 f"{plain['wall'] / dur:.2f}x real time | {plain['rss_mib']:.0f} MiB |")
+    lines.append(f"| ratio align / plain transcode | {a['wall'] / plain['wall']:.2f} | | |")
+    if full:
+        long = media / "bbb.mp4"
+        linfo = probe(long)
+        b = measure([*avsync, "align", str(long), "--audio", str(long), "-o", str(work / "speed" / "long.mp4"),
+                     "--overwrite", "--no-cache"])
+        lines.append(f"| {linfo.duration:.0f} s 720p, align end to end | {b['wall']:.1f} s | "
+                     f"{b['wall'] / linfo.duration:.2f}x real time | {b['rss_mib']:.0f} MiB |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="skip the 600 s memory run")
+    ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--backends", default=None)
+    ap.add_argument("--max-clips", type=int, default=None)
+    args = ap.parse_args()
+    from avsync.bench.data import bbb_splits
+    from avsync.bench.protocol import BenchOptions, markdown_table, run_bench
+    from avsync.cache import cache_dir
+
+    media = media_dir()
+    work = cache_dir() / "bench-data"
+    t0 = time.time()
+    splits = bbb_splits(media, work)
+    backends = args.backends.split(",") if args.backends else available_backends()
+    print(f"bench: backends {', '.join(backends)}; dev {len(splits['dev'])} clips, "
+          f"held-out {len(splits['heldout'])} clips", flush=True)
+    md = ["# avsync bench results", "",
+          "Produced by `make bench` (bench/run_bench.py) on the 2-core CPU machine. Data: Big Buck Bunny "
+          "(CC-BY 3.0), cut into 11 s clips at 640 px; **dev** = 0–396 s (the only part used for tuning and "
+          "training), **held-out** = 401–489 s (never used for tuning or training; the end credits after "
+          "~490 s are left out).", ""]
+    for split in ("heldout", "dev"):
+        res = run_bench(work / split, backends, BenchOptions(max_clips=args.max_clips))
+        print(f"\n## {split}\n{markdown_table(res)}\nfeatures: {res.features_s_per_min:.1f} s/min", flush=True)
+        md += [f"## {split} ({res.n_clips} clips)", "", f"Protocol: {res.protocol}", "", markdown_table(res), "",
+               f"Feature extraction (shared by all backends): {res.features_s_per_min:.1f} s per minute of video.", ""]
+        for r in res.rows:
+            for e in r.errors[:3]:
+                md.append(f"- {r.backend} error: {e}")
+        md.append("")
+    if not args.no_speed:
+        md += ["## Speed and memory", "", "| run | wall | vs real time | peak RSS |", "|---|---|---|---|"]
+        md += speed(media, work, full=not args.quick)
+        md.append("")
+    md.append(f"_Total bench time {time.time() - t0:.0f} s._")
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    print("bench: wrote bench/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
