@@ -121,14 +121,14 @@ def _load_audio_range(path: str, a: float, b: float, sr: int = 44100) -> np.ndar
     v0 = c.streams.video[0].start_time * c.streams.video[0].time_base if c.streams.video else 0
     c.seek(int(max(0.0, a - 1.0) / s.time_base), stream=s)
     first_t = None
+    got = 0
     for frame in c.decode(s):
         for f in res.resample(frame):
             if first_t is None:
                 first_t = float(f.pts * f.time_base) - float(v0) if f.pts is not None else a
             chunks.append(f.to_ndarray())
-            if first_t + sum(x.shape[1] for x in chunks) / sr > b + 1:
-                break
-        if first_t is not None and first_t + sum(x.shape[1] for x in chunks) / sr > b + 1:
+            got += chunks[-1].shape[1]
+        if first_t is not None and first_t + got / sr > b + 1:
             break
     c.close()
     y = np.concatenate(chunks, axis=1)
