@@ -1,0 +1,736 @@
+"""Media I/O on PyAV: probe, packet times, streaming decode, audio load, writing.
+
+Clocks
+------
+Every time this module returns is in seconds. Video times are relative to the first
+video frame's presentation time (the first frame is at 0.0). Audio returned by
+:func:`load_audio` / :func:`iter_audio` is placed on the same clock: sample 0 is at the
+*video's* start when the container has a video stream (audio that starts later is padded
+with zeros in front, audio that starts earlier is cut), and at the audio's own first
+sample otherwise. Gaps in the audio timestamps are filled with zeros; overlaps are cut.
+
+Nothing here modifies an input file. Outputs go through :func:`atomic_output`: a temp file
+in the destination directory, renamed into place only on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avsync.errors import InputError, OutputError
+from avsync.progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Packet-time deltas deviating from the median by more than this fraction (plus one tick of
+# the stream time base) mark a stream as variable frame rate.
+VFR_TOLERANCE = 0.1
+
+
+# --------------------------------------------------------------------------------------
+# probing
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` finds in a media file.
+
+    Attributes
+    ----------
+    path : str
+    duration : float
+        Container duration in seconds (longest stream).
+    has_video : bool
+    width, height : int
+        Coded picture size in pixels (0 without video).
+    fps : float
+        Average frame rate, frames per second (0.0 without video).
+    n_frames : int
+        Exact number of video frames: counted by demuxing every video packet (no decode).
+    rotation : int
+        Display rotation in degrees counter-clockwise, one of 0/90/180/270, from the
+        display-matrix side data of the first decoded frame (or the legacy 'rotate' tag).
+    sar : tuple of int
+        Sample (pixel) aspect ratio ``(num, den)``; ``(1, 1)`` when unset.
+    vfr : bool
+        True when the packet presentation-time deltas are not constant (see
+        :data:`VFR_TOLERANCE`).
+    video_codec, pix_fmt : str
+        Empty strings without video.
+    has_audio : bool
+    audio_rate : int
+        Samples per second (0 without audio).
+    audio_channels : int
+    audio_codec : str
+    audio_duration : float
+        Duration of the audio stream in seconds (0.0 without audio).
+    """
+
+    path: str
+    duration: float
+    has_video: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    n_frames: int = 0
+    rotation: int = 0
+    sar: tuple[int, int] = (1, 1)
+    vfr: bool = False
+    video_codec: str = ""
+    pix_fmt: str = ""
+    has_audio: bool = False
+    audio_rate: int = 0
+    audio_channels: int = 0
+    audio_codec: str = ""
+    audio_duration: float = 0.0
+
+
+def _why(exc: BaseException) -> str:
+    """One short line out of an FFmpeg / OS error."""
+    if isinstance(exc, av.error.FFmpegError):
+        msg = exc.strerror or str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        msg = exc.strerror
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(str(msg).split()).rstrip(".").lower()
+
+
+def _check_readable(path: str | os.PathLike) -> str:
+    """Raise InputError unless ``path`` is an existing, readable, non-empty file."""
+    p = str(path)
+    if not os.path.exists(p):
+        raise InputError(f"cannot read '{p}': no such file")
+    if os.path.isdir(p):
+        raise InputError(f"cannot read '{p}': is a directory")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"cannot read '{p}': permission denied")
+    if os.path.getsize(p) == 0:
+        raise InputError(f"cannot read '{p}': file is empty")
+    return p
+
+
+@contextlib.contextmanager
+def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+    """Open ``path`` for reading; every failure becomes a one-line InputError."""
+    p = _check_readable(path)
+    try:
+        container = av.open(p, "r")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read '{p}': {_why(exc)}") from None
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def _rotation_from_metadata(stream: av.stream.Stream) -> int | None:
+    tag = stream.metadata.get("rotate")
+    if tag is None:
+        return None
+    try:
+        # The legacy tag is clockwise; we report counter-clockwise like VideoFrame.rotation.
+        return int(-float(tag)) % 360
+    except ValueError:
+        return None
+
+
+def _norm_rotation(deg: float) -> int:
+    return int(round(deg / 90.0)) * 90 % 360
+
+
+def _video_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+               path: str, first_frame: list | None = None) -> np.ndarray:
+    """Presentation timestamps (stream ticks, int64, demux order) of every video packet.
+
+    If ``first_frame`` is a list, the first decodable frame is appended to it on the way.
+    """
+    pts: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 and packet.pts is None:
+                continue  # flush packet
+            if packet.is_discard:
+                continue  # dropped by an edit list, never presented
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is None:
+                ts = pts[-1] + 1 if pts else 0
+            pts.append(int(ts))
+            if first_frame is not None and not first_frame:
+                with contextlib.suppress(av.error.FFmpegError):
+                    first_frame.extend(stream.decode(packet)[:1])
+    except av.error.FFmpegError as exc:
+        raise InputError(f"cannot read '{path}': truncated or corrupt ({_why(exc)})") from None
+    return np.asarray(pts, dtype=np.int64)
+
+
+def _is_vfr(pts_sorted: np.ndarray) -> bool:
+    if pts_sorted.size < 3:
+        return False
+    d = np.diff(pts_sorted).astype(np.float64)
+    med = float(np.median(d))
+    if med <= 0:
+        return True
+    return bool(np.any(np.abs(d - med) > VFR_TOLERANCE * med + 1.0))
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Describe a media file without decoding it (one frame is decoded for the rotation).
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    MediaInfo
+
+    Raises
+    ------
+    InputError
+        Missing file, directory, permission denied, empty, unreadable or truncated
+        container, or no audio and no video stream.
+    """
+    p = str(path)
+    with _open(p) as c:
+        vs = c.streams.video[0] if c.streams.video else None
+        aus = c.streams.audio[0] if c.streams.audio else None
+        if vs is None and aus is None:
+            raise InputError(f"cannot read '{p}': no audio or video stream")
+        duration = c.duration / av.time_base if c.duration is not None else 0.0
+        fields: dict = {"path": p, "duration": float(duration), "has_video": vs is not None}
+        if aus is not None:
+            cc = aus.codec_context
+            a_dur = (float(aus.duration * aus.time_base)
+                     if aus.duration is not None and aus.time_base else float(duration))
+            fields.update(has_audio=True, audio_rate=int(cc.sample_rate or aus.rate or 0),
+                          audio_channels=int(cc.channels or 0), audio_codec=cc.name or "",
+                          audio_duration=a_dur)
+        if vs is not None:
+            cc = vs.codec_context
+            first: list = []
+            pts = np.sort(_video_pts(c, vs, p, first_frame=first))
+            tb = float(vs.time_base) if vs.time_base else 1.0
+            vfr = _is_vfr(pts)
+            n = int(pts.size)
+            if n == 0:
+                raise InputError(f"cannot read '{p}': video stream has no frames")
+            rate = vs.average_rate or vs.guessed_rate
+            fps = float(rate) if rate else 0.0
+            if (vfr or not rate) and n > 1:
+                fps = (n - 1) / ((pts[-1] - pts[0]) * tb)
+            rot = _rotation_from_metadata(vs)
+            if first and first[0].rotation:
+                rot = int(first[0].rotation)
+            sar = vs.sample_aspect_ratio or cc.sample_aspect_ratio
+            sar_t = (sar.numerator, sar.denominator) if sar else (1, 1)
+            if duration <= 0 and n > 1:
+                duration = (pts[-1] - pts[0]) * tb + 1.0 / max(fps, 1e-9)
+                fields["duration"] = float(duration)
+            fields.update(width=int(cc.width), height=int(cc.height), fps=float(fps), n_frames=n,
+                          rotation=_norm_rotation(rot or 0), sar=sar_t, vfr=vfr,
+                          video_codec=cc.name or "", pix_fmt=cc.pix_fmt or "")
+        return MediaInfo(**fields)
+
+
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """Presentation times of every video frame, from packets only (no decode).
+
+    Returns
+    -------
+    ndarray, shape (N,), float64
+        Seconds, sorted ascending, relative to the first frame (``t[0] == 0.0``).
+
+    Raises
+    ------
+    InputError
+        Unreadable file or no video stream.
+    """
+    p = str(path)
+    with _open(p) as c:
+        if not c.streams.video:
+            raise InputError(f"no video stream in '{p}'")
+        vs = c.streams.video[0]
+        pts = np.sort(_video_pts(c, vs, p))
+        if pts.size == 0:
+            raise InputError(f"cannot read '{p}': video stream has no frames")
+        tb = vs.time_base or Fraction(1, 1)
+        return ((pts - pts[0]) * float(tb)).astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# streaming video decode
+
+
+def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    s = max_side / max(width, height)
+    return max(1, int(round(width * s))), max(1, int(round(height * s)))
+
+
+@dataclass
+class DecodeStats:
+    """Counters filled while decoding."""
+
+    n_corrupt: int = 0  # packets that failed to decode (or a read error) and were skipped
+
+
+class FrameReader:
+    """Iterator over decoded frames, made by :func:`iter_frames`.
+
+    Yields ``(index, time, image)``: ``index`` counts the frames decoded so far (0, 1, ...),
+    ``time`` is seconds relative to the first decoded frame, ``image`` is
+    ``(H, W, 3) uint8`` RGB or ``(H, W) uint8`` gray.
+
+    Attributes
+    ----------
+    n_corrupt : int
+        Packets that failed to decode and were skipped (their frames are missing).
+    stats : DecodeStats
+    """
+
+    def __init__(self, path: str, max_side: int | None, gray: bool, progress: Progress | None,
+                 upright: bool) -> None:
+        self.path = path
+        self.max_side = max_side
+        self.gray = gray
+        self.progress = progress
+        self.upright = upright
+        self.stats = DecodeStats()
+        self._gen = self._run()
+
+    @property
+    def n_corrupt(self) -> int:
+        return self.stats.n_corrupt
+
+    def __iter__(self) -> FrameReader:
+        return self
+
+    def __next__(self) -> tuple[int, float, np.ndarray]:
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Stop decoding and release the file."""
+        self._gen.close()
+
+    def _run(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        p = self.path
+        with _open(p) as c:
+            if not c.streams.video:
+                raise InputError(f"no video stream in '{p}'")
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO"
+            total = vs.frames or None
+            fps = float(vs.average_rate or vs.guessed_rate or 25)
+            fmt = "gray" if self.gray else "rgb24"
+            t0: float | None = None
+            i = 0
+            for frame in iter_video_frames(c, vs, self.stats):
+                t = float(frame.time) if frame.pts is not None else i / fps
+                if t0 is None:
+                    t0 = t
+                w, h = _scaled_size(frame.width, frame.height, self.max_side)
+                img = frame.to_ndarray(width=w, height=h, format=fmt, interpolation="FAST_BILINEAR")
+                if self.upright and frame.rotation:
+                    img = np.ascontiguousarray(np.rot90(img, k=_norm_rotation(frame.rotation) // 90))
+                yield i, t - t0, img
+                i += 1
+                if self.progress is not None and i % 25 == 0:
+                    self.progress("decode", i, total)
+            if self.progress is not None:
+                self.progress("decode", i, i)
+            if self.n_corrupt:
+                log.warning("%s: skipped %d corrupt video packet(s)", p, self.n_corrupt)
+
+
+def iter_video_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                      counter: DecodeStats | None = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames of ``stream`` in presentation order, skipping undecodable packets.
+
+    ``counter.n_corrupt`` (if given) is incremented for every packet that fails.
+    """
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = stream.decode(packet)
+            except av.error.InvalidDataError:
+                if counter is not None:
+                    counter.n_corrupt += 1
+                continue
+            yield from frames
+    except av.error.FFmpegError as exc:  # truncated container: stop where the data ends
+        if counter is not None:
+            counter.n_corrupt += 1
+        log.warning("%s: stopped reading video early (%s)", container.name, _why(exc))
+        with contextlib.suppress(av.error.FFmpegError):
+            yield from stream.decode(None)
+
+
+def iter_frames(path: str | os.PathLike, *, max_side: int | None = None, gray: bool = False,
+                progress: Progress | None = None, upright: bool = False) -> FrameReader:
+    """Stream the video frames of a file, one at a time (never the whole video).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    max_side : int, optional
+        Downscale (fast bilinear) so that the longest side is at most this many pixels.
+    gray : bool
+        Yield ``(H, W) uint8`` luma instead of ``(H, W, 3) uint8`` RGB.
+    progress : Progress, optional
+        Called as ``progress("decode", i, n_frames)``.
+    upright : bool
+        Apply the display rotation (multiples of 90°) to each image.
+
+    Returns
+    -------
+    FrameReader
+        Iterator of ``(index, time_s, image)``; ``time_s`` is relative to the first frame.
+        Corrupt packets are skipped and counted in ``reader.n_corrupt``.
+    """
+    return FrameReader(str(path), max_side, gray, progress, upright)
+
+
+# --------------------------------------------------------------------------------------
+# audio
+
+
+def audio_origin(container: av.container.InputContainer) -> float | None:
+    """The time (s, container clock) that audio sample 0 is aligned to.
+
+    The video stream's start time when there is video, else None (= the audio's own first
+    decoded sample).
+    """
+    if container.streams.video:
+        vs = container.streams.video[0]
+        if vs.start_time is not None and vs.time_base:
+            return float(vs.start_time * vs.time_base)
+        return 0.0
+    return None
+
+
+def _trim_frame(frame: av.AudioFrame, keep: int) -> av.AudioFrame:
+    """First ``keep`` samples of an audio frame (for end-padding declared by the container)."""
+    arr = frame.to_ndarray()
+    planar = frame.format.is_planar
+    arr = arr[:, :keep] if planar else arr[:, : keep * len(frame.layout.channels)]
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=frame.format.name,
+                                     layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    out.pts = frame.pts
+    out.time_base = frame.time_base
+    return out
+
+
+def iter_audio(path: str | os.PathLike, *, rate: int | None = None, layout: str | None = None,
+               align_to_video: bool = True) -> Iterator[np.ndarray]:
+    """Decode the first audio stream in chunks, resampled and placed on the video's clock.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Any container PyAV reads (mp4, mkv, avi, mov, wav, mp3, ogg, flac, ...).
+    rate : int, optional
+        Output sample rate (Hz); the stream's own rate by default.
+    layout : str, optional
+        'mono', 'stereo', ...; the stream's layout by default.
+    align_to_video : bool
+        Put sample 0 at the video stream's start (see module docstring). If False, or the
+        file has no video, sample 0 is the first decoded sample.
+
+    Yields
+    ------
+    ndarray, shape (C, n), float32
+        Consecutive chunks; concatenated along axis 1 they form the whole track.
+
+    Raises
+    ------
+    InputError
+        Unreadable file or no audio stream.
+    """
+    p = str(path)
+    with _open(p) as c:
+        if not c.streams.audio:
+            raise InputError(f"no audio stream in '{p}'")
+        st = c.streams.audio[0]
+        st.thread_type = "AUTO"
+        rate = int(rate or st.codec_context.sample_rate or st.rate)
+        layout = layout or st.codec_context.layout.name or "stereo"
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        origin = audio_origin(c) if align_to_video else None
+        pos = 0  # samples emitted so far; sample index 0 is at `origin`
+        tol = max(2, rate // 1000)  # timestamp jitter treated as contiguous (~1 ms)
+
+        def place(o: av.AudioFrame) -> Iterator[np.ndarray]:
+            nonlocal pos, origin
+            chunk = o.to_ndarray().astype(np.float32, copy=False)
+            if o.pts is not None and o.time_base:
+                t = float(o.pts * o.time_base)
+                if origin is None:
+                    origin = t
+                start = int(round((t - origin) * rate))
+                if start > pos + tol:  # gap (or late start): fill with silence
+                    yield np.zeros((chunk.shape[0], start - pos), np.float32)
+                    pos = start
+                elif start < pos - tol:  # overlap (or early start): cut the head
+                    chunk = chunk[:, pos - start:]
+            if chunk.shape[1]:
+                pos += chunk.shape[1]
+                yield chunk
+
+        def frames() -> Iterator[av.AudioFrame]:
+            try:
+                for packet in c.demux(st):
+                    try:
+                        decoded = st.decode(packet)
+                    except av.error.InvalidDataError:
+                        continue
+                    for fr in decoded:
+                        # Containers may declare end padding through a short packet duration.
+                        if fr.duration and fr.time_base and fr.sample_rate:
+                            keep = int(round(fr.duration * fr.time_base * fr.sample_rate))
+                            if 0 < keep < fr.samples:
+                                fr = _trim_frame(fr, keep)
+                        yield fr
+            except av.error.FFmpegError as exc:
+                log.warning("%s: stopped reading audio early (%s)", p, _why(exc))
+
+        for fr in frames():
+            for o in resampler.resample(fr):
+                yield from place(o)
+        for o in resampler.resample(None):
+            yield from place(o)
+
+
+def load_audio(path: str | os.PathLike, sr: int = 22050) -> np.ndarray:
+    """The whole first audio track as mono float32 at ``sr`` Hz, on the video's clock.
+
+    Sample 0 is at the video stream's start when the file has video: if the audio stream
+    starts later than the video, zeros are padded in front; if it starts earlier, the
+    leading samples are dropped. Without video, sample 0 is the first decoded sample.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    sr : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    ndarray, shape (S,), float32
+        Samples in [-1, 1] (roughly; not clipped).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, or "no audio stream in 'x'".
+    """
+    chunks = [ch[0] for ch in iter_audio(path, rate=sr, layout="mono")]
+    if not chunks:
+        return np.zeros(0, np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------
+# writing
+
+
+def as_fraction(rate: float | Fraction | int | str) -> Fraction:
+    """A frame rate as an exact fraction; 23.976 / 29.97 / 59.94 become n*1000/1001."""
+    if isinstance(rate, Fraction):
+        return rate
+    if isinstance(rate, str):
+        return Fraction(rate)
+    r = float(rate)
+    if not math.isfinite(r) or r <= 0:
+        raise ValueError(f"bad frame rate {rate!r}")
+    ntsc = round(r * 1.001)
+    if ntsc > 0 and abs(r - ntsc * 1000 / 1001) < 5e-3 and abs(r - round(r)) > 1e-6:
+        return Fraction(ntsc * 1000, 1001)
+    return Fraction(r).limit_denominator(1001)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temp path next to ``path`` (same extension); rename it onto ``path`` on success.
+
+    The temp file is removed on any failure, including KeyboardInterrupt.
+
+    Raises
+    ------
+    OutputError
+        ``path`` exists and ``overwrite`` is False, is a directory, or its directory is
+        missing / not writable.
+    """
+    p = Path(path)
+    d = p.parent if str(p.parent) else Path(".")
+    if not d.is_dir():
+        raise OutputError(f"cannot write '{p}': directory '{d}' does not exist")
+    if p.is_dir():
+        raise OutputError(f"cannot write '{p}': is a directory")
+    if p.exists() and not overwrite:
+        raise OutputError(f"'{p}' already exists (use --overwrite to replace it)")
+    if not os.access(d, os.W_OK):
+        raise OutputError(f"cannot write '{p}': permission denied")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{p.stem}.", suffix=f".part{p.suffix}")
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+class MediaWriter:
+    """Encode video (libx264) and audio (AAC by default, or stream copy) into one container.
+
+    Video frames are numbered 0, 1, ... and shown at ``k / rate``. Audio written with
+    :meth:`write_audio` starts at t = 0; copied packets keep their times minus ``offset``.
+    Use :meth:`video_time` / :meth:`audio_time` to interleave streams as you go.
+
+    Parameters
+    ----------
+    path : str
+        Output file; the extension picks the muxer (use :func:`atomic_output`).
+    width, height : int, optional
+        Picture size in pixels; None = no video stream. Odd sizes are rounded down to
+        even (yuv420p needs it); frames are rescaled on the way.
+    rate : Fraction, optional
+        Output frame rate.
+    sar : tuple of int
+        Sample aspect ratio to write.
+    rotation : int
+        Display rotation (degrees counter-clockwise) written as a display matrix.
+    crf, preset : libx264 quality / speed.
+    audio_rate, audio_layout : optional
+        Add an encoded audio stream (``audio_codec``) with this rate / layout.
+    audio_template : av.AudioStream, optional
+        Add an audio stream that copies packets from this input stream instead.
+    """
+
+    def __init__(self, path: str, *, width: int | None = None, height: int | None = None,
+                 rate: Fraction | float | None = None, sar: tuple[int, int] = (1, 1),
+                 rotation: int = 0, crf: int = 18, preset: str = "veryfast",
+                 audio_rate: int | None = None, audio_layout: str = "stereo",
+                 audio_codec: str = "aac", audio_template: av.audio.stream.AudioStream | None = None
+                 ) -> None:
+        self.path = path
+        try:
+            self.container = av.open(path, "w")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise OutputError(f"cannot write '{path}': {_why(exc)}") from None
+        self.video = None
+        self.audio = None
+        self.n_video = 0
+        self.n_audio = 0
+        self._copy_last_t = 0.0
+        self._copy = False
+        self.rate = Fraction(0)
+        try:
+            if width is not None and height is not None:
+                if rate is None:
+                    raise ValueError("rate is needed for a video stream")
+                self.rate = as_fraction(rate)
+                w, h = max(2, width - width % 2), max(2, height - height % 2)
+                vs = self.container.add_stream("libx264", rate=self.rate)
+                vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+                vs.codec_context.time_base = 1 / self.rate
+                vs.options = {"crf": str(crf), "preset": preset}
+                if sar and tuple(sar) != (1, 1) and sar[0] > 0 and sar[1] > 0:
+                    vs.sample_aspect_ratio = Fraction(sar[0], sar[1])
+                if rotation % 360:
+                    vs.set_display_rotation(rotation % 360)
+                self.video = vs
+            if audio_template is not None:
+                self.audio = self.container.add_stream_from_template(audio_template)
+                self._copy = True
+            elif audio_rate is not None:
+                self.audio = self.container.add_stream(audio_codec, rate=int(audio_rate),
+                                                       layout=audio_layout)
+                self._copy = False
+        except BaseException:
+            self.container.close()
+            raise
+
+    # -- video
+    def write_video(self, frame: np.ndarray | av.VideoFrame) -> None:
+        """Append one output frame: ``(H, W, 3) uint8`` RGB array or a decoded VideoFrame."""
+        if isinstance(frame, np.ndarray):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        frame.pts = self.n_video
+        frame.time_base = self.video.codec_context.time_base
+        frame.pict_type = av.video.frame.PictureType.NONE
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.n_video += 1
+
+    def video_time(self) -> float:
+        """Seconds of video written so far."""
+        return float(self.n_video / self.rate) if self.video is not None else 0.0
+
+    # -- audio
+    def write_audio(self, samples: np.ndarray) -> None:
+        """Append audio: ``(C, n)`` float32 planar samples at the stream's rate."""
+        s = np.ascontiguousarray(samples, dtype=np.float32)
+        if s.ndim == 1:
+            s = s[None]
+        frame = av.AudioFrame.from_ndarray(s, format="fltp", layout=self.audio.layout.name)
+        frame.sample_rate = self.audio.rate
+        frame.pts = self.n_audio
+        frame.time_base = Fraction(1, self.audio.rate)
+        for packet in self.audio.encode(frame):
+            self.container.mux(packet)
+        self.n_audio += s.shape[1]
+
+    def copy_audio_packet(self, packet: av.Packet, offset: float = 0.0) -> None:
+        """Mux an already-encoded packet from ``audio_template``'s stream, ``offset`` s earlier."""
+        tb = packet.time_base
+        shift = int(round(offset / tb)) if tb else 0
+        if packet.pts is not None:
+            packet.pts -= shift
+        if packet.dts is not None:
+            packet.dts -= shift
+        packet.stream = self.audio
+        self.container.mux(packet)
+        if packet.pts is not None and tb:
+            self._copy_last_t = float((packet.pts + (packet.duration or 0)) * tb)
+
+    def audio_time(self) -> float:
+        """Seconds of audio written so far."""
+        if self.audio is None:
+            return 0.0
+        return self._copy_last_t if self._copy else self.n_audio / self.audio.rate
+
+    def close(self) -> None:
+        """Flush the encoders and finish the file."""
+        try:
+            if self.video is not None:
+                for packet in self.video.encode(None):
+                    self.container.mux(packet)
+            if self.audio is not None and not self._copy:
+                for packet in self.audio.encode(None):
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
+
+    def abort(self) -> None:
+        """Close without flushing (the file is to be discarded)."""
+        with contextlib.suppress(Exception):
+            self.container.close()
