@@ -1,0 +1,122 @@
+"""`avsync detect-offset CLIP`: offset between a clip's own audio and picture, drift, --fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avsync.cli._app import app, fail, print_json, rich_progress, run
+
+
+@app.command("detect-offset")
+def detect_offset_cmd(
+    clip: Annotated[Path, typer.Argument(help="Clip with a video and an audio stream.")],
+    backend: Annotated[str, typer.Option(help="Offset backend.")] = "classical",
+    mode: Annotated[str, typer.Option(help="auto | dance | speech | general.")] = "auto",
+    max_shift: Annotated[float, typer.Option("--max-shift", help="Search range, ± seconds.")] = 5.0,
+    window: Annotated[float, typer.Option("--window", help="Drift window length, seconds (50 % overlap).")] = 10.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="Plot the offset over time (PNG).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Exit 3 when out of sync (or cannot tell).")] = False,
+    fix: Annotated[Path | None, typer.Option("--fix", help="Write a copy with the audio re-timed.")] = None,
+    shift_ms: Annotated[float | None, typer.Option(
+        "--shift-ms", help="With --fix: cancel this offset (ms, + = audio leads) instead of the measured one.",
+    )] = None,
+    fix_drift: Annotated[bool, typer.Option("--fix-drift", help="With --fix: also cancel the measured drift.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = "auto",
+) -> None:
+    """Measure how far CLIP's sound is from its picture (+ = audio leads), its drift, and fix it.
+
+    Exit codes: 0 measured (whatever the result), 1 bad input, 2 cannot measure,
+    3 with --check when out of sync or when the measurement is not confident.
+    """
+    from avsync.cli.align import check_common
+
+    check_common(mode=mode, device=device, max_shift=max_shift)
+    if not window > 0:
+        fail(f"--window must be positive (got {window})")
+    if (shift_ms is not None or fix_drift) and fix is None:
+        fail("--shift-ms and --fix-drift need --fix OUT")
+    if shift_ms is not None and fix_drift:
+        fail("--shift-ms and --fix-drift cannot be combined (drift is measured, the shift is given)")
+    if not clip.is_file():
+        fail(f"no such file: '{clip}'")
+    from avsync.outputs import check_output
+
+    for out in (fix, plot_path):
+        if out is not None:
+            if out.resolve() == clip.resolve():
+                fail("an output would overwrite the input clip")
+            run(lambda out=out: check_output(out, overwrite))
+
+    from avsync.offset import OffsetOptions, detect_offset, plot_offset
+    from avsync.remux import write_shifted
+
+    opts = OffsetOptions(backend=backend, mode=mode, max_shift=max_shift, window=window, device=device)
+    result = None
+    if shift_ms is None or plot_path is not None or not fix:
+        with rich_progress(not json_out) as progress:
+            result = run(lambda: detect_offset(clip, opts, progress))
+    if plot_path is not None and result is not None:
+        run(lambda: plot_offset(result, plot_path))
+    fixed = None
+    if fix is not None:
+        if shift_ms is not None:
+            shift, drift = shift_ms / 1000.0, 0.0
+        else:
+            assert result is not None
+            if result.verdict == "cannot tell":
+                fail("cannot fix: the offset could not be measured with confidence "
+                     f"({result.confidence:.2f}); give --shift-ms to force a shift", 2)
+            shift = result.offset_s
+            drift = result.drift_ms_per_min if fix_drift else 0.0
+            if not fix_drift and result.verdict == "drifting":
+                shift = result.offset_at(result.duration / 2)  # best constant shift
+        fixed = run(lambda: write_shifted(clip, fix, shift, drift_ms_per_min=drift, overwrite=overwrite))
+        fixed["output"] = str(fix)
+
+    if json_out:
+        obj = result.to_json() if result is not None else {"file": str(clip)}
+        if fixed is not None:
+            obj["fix"] = fixed
+        if plot_path is not None:
+            obj["plot"] = str(plot_path)
+        print_json(obj)
+    else:
+        _print_table(result, fixed, plot_path)
+    if check and result is not None and not result.in_sync:
+        raise typer.Exit(3)
+
+
+def _print_table(r, fixed, plot_path) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    from avsync.types import describe_offset
+
+    c = Console()
+    t = Table(show_header=False, box=None, pad_edge=False)
+    if r is not None:
+        t.add_row("file", r.file)
+        t.add_row("offset", f"[bold]{r.offset_s * 1000:+.1f} ms[/bold]  ({r.offset_frames:+.2f} frames at "
+                            f"{r.fps:.3f} fps)")
+        t.add_row("in words", describe_offset(r.offset_s) + ("  (at the start)" if r.verdict == "drifting" else ""))
+        colour = {"in sync": "green", "constant offset": "yellow", "drifting": "red", "cannot tell": "magenta"}
+        itu = "inside" if r.in_sync else "outside"
+        t.add_row("verdict", f"[{colour[r.verdict]}]{r.verdict}[/]  ({itu} the ITU window −125 ms .. +45 ms)")
+        t.add_row("confidence", f"{r.confidence:.2f}")
+        t.add_row("drift", f"{r.drift_ms_per_min:+.1f} ms/min over {r.duration:.1f} s "
+                           f"({len(r.windows)} window{'s' if len(r.windows) != 1 else ''})")
+        t.add_row("backend", f"{r.backend} ({r.mode}, {r.extra.get('visual_kind', '?')}); method: {r.method}")
+        if r.note:
+            t.add_row("note", r.note)
+        t.add_row("convention", "positive = audio leads picture")
+    if fixed is not None:
+        t.add_row("fixed", f"{fixed['output']}  (audio shifted {fixed['shift_s'] * 1000:+.1f} ms, "
+                           f"drift {fixed['drift_ms_per_min']:+.1f} ms/min; audio {fixed['audio']}, video copied)")
+    if plot_path is not None:
+        t.add_row("plot", str(plot_path))
+    c.print(t)

@@ -1,0 +1,241 @@
+"""Re-time a clip's own audio against its picture, copying the video stream untouched.
+
+Used by ``avsync detect-offset --fix``. The video packets are copied bit for bit (no
+re-encode); only the audio is decoded, re-timed and re-encoded (with the input's codec where
+the output container accepts it, else AAC). When nothing has to change (zero shift, zero
+drift) the audio packets are copied too.
+
+Timing model (sign convention: positive offset = audio leads the picture). With a measured
+offset ``o(t) = shift_s + drift * t`` (seconds, ``t`` = seconds since the first video frame,
+``drift = drift_ms_per_min / 60000``), the sound of an event shown at picture time ``t`` sits
+at audio time ``t - o(t)``. The corrected audio therefore plays, at output time ``t``, the
+input audio at time ``t * (1 - drift) - shift_s``: a positive shift delays the audio (silence
+is padded at the start), a negative one advances it (the head is trimmed). The output audio
+starts with the first video frame and lasts as long as the input audio did.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from avsync.errors import InputError, OutputError
+from avsync.outputs import check_output, write_atomic
+
+# Audio codecs we re-encode with, by output container extension (first that the container
+# accepts wins); the input codec is tried first.
+_PCM = ("pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le")
+_CONTAINER_FORMAT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+
+
+def write_shifted(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    shift_s: float,
+    *,
+    drift_ms_per_min: float = 0.0,
+    overwrite: bool = False,
+) -> dict[str, object]:
+    """Write a copy of ``src`` whose audio is re-timed by ``shift_s`` (and drift).
+
+    Parameters
+    ----------
+    src : path
+        Input clip with one video and one audio stream. Never modified.
+    out : path
+        Output clip (.mp4, .mov, .mkv or .avi). Written atomically (temp file + rename).
+    shift_s : float
+        The measured offset to cancel, seconds, positive = audio leads picture. A positive
+        value delays the audio by that much.
+    drift_ms_per_min : float
+        Measured linear drift of the offset (ms per minute of picture time) to cancel by
+        resampling the audio; 0 = none. ``shift_s`` is then the offset at the first frame.
+    overwrite : bool
+        Replace ``out`` if it exists.
+
+    Returns
+    -------
+    dict
+        ``{"audio": "copied" | "re-encoded (<codec>)", "video": "copied", "shift_s": ...,
+        "drift_ms_per_min": ...}``.
+
+    Raises
+    ------
+    InputError
+        Missing input, no video or audio stream, output same as input.
+    OutputError
+        Output exists (without ``overwrite``), or its directory is missing.
+    """
+    import av
+
+    src_p, out_p = Path(src), Path(out)
+    if not src_p.is_file():
+        raise InputError(f"no such file: '{src}'")
+    if out_p.resolve() == src_p.resolve():
+        raise InputError("the output would overwrite the input; choose another file")
+    check_output(out_p, overwrite)
+    ext = out_p.suffix.lower()
+    if ext not in _CONTAINER_FORMAT:
+        raise OutputError(f"unsupported output type '{ext or out_p.name}' (use .mp4, .mov, .mkv or .avi)")
+    if not np.isfinite(shift_s) or not np.isfinite(drift_ms_per_min):
+        raise InputError("shift and drift must be finite numbers")
+    rate = drift_ms_per_min / 60000.0
+    if abs(rate) >= 0.1:
+        raise InputError(f"drift of {drift_ms_per_min:.0f} ms/min is too large to correct")
+
+    try:
+        inp = av.open(str(src_p))
+    except (av.error.FFmpegError, OSError) as e:
+        raise InputError(f"cannot read '{src}': {e}") from None
+    with inp:
+        if not inp.streams.video:
+            raise InputError(f"'{src}' has no video stream")
+        if not inp.streams.audio:
+            raise InputError(f"'{src}' has no audio stream")
+        vin, ain = inp.streams.video[0], inp.streams.audio[0]
+        copy_audio = abs(shift_s) < 1e-9 and rate == 0.0
+        info: dict[str, object] = {"audio": "copied"}
+        if not copy_audio:
+            samples, sr, a0, layout = _decode_audio(inp, ain)
+            v0 = _first_video_time(src_p)
+            retimed = _retime(samples, sr, a0, v0, shift_s, rate)
+        inp.seek(0)
+
+        def _write(tmp: str) -> None:
+            with av.open(tmp, "w", format=_CONTAINER_FORMAT[ext]) as outc:
+                vout = outc.add_stream_from_template(vin)
+                if copy_audio:
+                    aout = outc.add_stream_from_template(ain)
+                    for pkt in inp.demux(vin, ain):
+                        if pkt.dts is None:
+                            continue
+                        pkt.stream = vout if pkt.stream.index == vin.index else aout
+                        outc.mux(pkt)
+                    return
+                codec, aout = _add_audio_stream(outc, ain.codec_context.name, sr, layout)
+                info["audio"] = f"re-encoded ({codec})"
+                # Video first (copied as-is), then the audio; the muxer interleaves.
+                for pkt in inp.demux(vin):
+                    if pkt.dts is None:
+                        continue
+                    pkt.stream = vout
+                    outc.mux(pkt)
+                _encode_audio(outc, aout, retimed, sr, layout, start=v0)
+
+        try:
+            write_atomic(out_p, _write)
+        except av.error.FFmpegError as e:
+            raise OutputError(f"cannot write '{out}': {e}") from None
+    info.update({"video": "copied", "shift_s": float(shift_s), "drift_ms_per_min": float(drift_ms_per_min)})
+    return info
+
+
+def _first_video_time(path: Path) -> float:
+    """Presentation time (s) of the first decoded video frame."""
+    import av
+
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            if f.time is not None:
+                return float(f.time)
+    return 0.0
+
+
+def _decode_audio(inp, stream) -> tuple[np.ndarray, int, float, str]:  # type: ignore[no-untyped-def]
+    """All audio of ``stream`` as float32 (C, N), its rate, start time (s) and layout name."""
+    import av
+
+    resampler = None
+    chunks: list[np.ndarray] = []
+    start: float | None = None
+    sr = int(stream.codec_context.sample_rate or stream.rate)
+    layout = stream.codec_context.layout.name if stream.codec_context.layout else "stereo"
+    if stream.codec_context.channels > 2:
+        layout = "stereo"
+    for frame in inp.decode(stream):
+        if start is None and frame.time is not None:
+            start = float(frame.time)
+        if resampler is None:
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=sr)
+        for rf in resampler.resample(frame):
+            chunks.append(rf.to_ndarray())
+    if resampler is not None:
+        for rf in resampler.resample(None):
+            chunks.append(rf.to_ndarray())
+    if not chunks:
+        raise InputError("the audio stream decodes to nothing")
+    return np.concatenate(chunks, axis=1).astype(np.float32), sr, start or 0.0, layout
+
+
+def _retime(x: np.ndarray, sr: int, a0: float, v0: float, shift_s: float, rate: float) -> np.ndarray:
+    """Output samples (C, M), output sample 0 at time ``v0``; see the module docstring."""
+    n_in = x.shape[1]
+    # Output lasts as long as the input audio did (measured from the first frame).
+    m = max(1, int(round((a0 + n_in / sr - v0) * sr)))
+    if rate == 0.0:
+        # A pure shift: move by a whole number of samples (error <= half a sample), no filtering.
+        k = int(round((v0 - shift_s - a0) * sr))  # input index of output sample 0
+        out = np.zeros((x.shape[0], m), dtype=np.float32)
+        lo, hi = max(0, -k), min(m, n_in - k)
+        if hi > lo:
+            out[:, lo:hi] = x[:, lo + k : hi + k]
+        return out
+    # Drift: resample (polyphase, band-limited) by 1 / (1 - rate), then shift.
+    from scipy.signal import resample_poly
+
+    frac = Fraction(1.0 / (1.0 - rate)).limit_denominator(2000)
+    y = resample_poly(x, frac.numerator, frac.denominator, axis=1).astype(np.float32)
+    # y[j] = x at input time a0 + j / (sr * frac); we need output n -> input time
+    # v0 + n/sr*(1-rate) - shift_s, i.e. y index (v0 - shift_s - a0) * sr * frac + n * (1-rate)*frac.
+    pos = (v0 - shift_s - a0) * sr * float(frac) + np.arange(m) * (1.0 - rate) * float(frac)
+    idx = np.arange(y.shape[1])
+    out = np.stack([np.interp(pos, idx, ch, left=0.0, right=0.0) for ch in y]).astype(np.float32)
+    return out
+
+
+def _add_audio_stream(outc, in_codec: str, sr: int, layout: str):  # type: ignore[no-untyped-def]
+    """Add an audio stream the container accepts: the input's codec when possible, else AAC."""
+    import av
+
+    fmt = outc.format.name
+    candidates = []
+    if in_codec in _PCM and fmt in ("mov", "matroska", "avi"):
+        candidates.append(in_codec)
+    elif in_codec in ("aac", "mp3", "libmp3lame", "opus", "libopus", "flac") and fmt in ("mov", "matroska", "mp4"):
+        candidates.append(in_codec if in_codec != "mp3" else "libmp3lame")
+    candidates.append("aac")
+    last: Exception | None = None
+    for codec in candidates:
+        try:
+            s = outc.add_stream(codec, rate=sr, layout=layout)
+            if codec == "aac":
+                s.codec_context.bit_rate = 192_000
+            return codec, s
+        except (av.error.FFmpegError, ValueError) as e:  # encoder missing / not allowed
+            last = e
+    raise OutputError(f"cannot encode audio into '{fmt}': {last}")
+
+
+def _encode_audio(outc, stream, samples: np.ndarray, sr: int, layout: str, start: float) -> None:  # type: ignore[no-untyped-def]
+    """Encode planar float samples (C, M) into ``stream``; first sample at time ``start``."""
+    import av
+
+    cc = stream.codec_context
+    step = cc.frame_size or 1024
+    fmt = cc.format.name if cc.format else "fltp"
+    resampler = av.AudioResampler(format=fmt, layout=layout, rate=sr)
+    pts0 = int(round(max(0.0, start) * sr))
+    for i in range(0, samples.shape[1], step):
+        chunk = np.ascontiguousarray(samples[:, i : i + step])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+        frame.sample_rate = sr
+        frame.pts = pts0 + i
+        frame.time_base = Fraction(1, sr)
+        for rf in resampler.resample(frame):
+            for pkt in stream.encode(rf):
+                outc.mux(pkt)
+    for pkt in stream.encode(None):
+        outc.mux(pkt)

@@ -1,0 +1,215 @@
+"""detect-offset: shifted generated clips, sign, aliasing, drift fit, --fix, bad input, --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avsync.errors import CannotMeasure, InputError
+from avsync.offset import (
+    OffsetOptions,
+    _crop,
+    _period,
+    _weighted_line,
+    _window_starts,
+    detect_offset,
+)
+from avsync.types import Signal
+
+sys.path.insert(0, str(Path(__file__).parent))
+import mediagen  # noqa: E402
+
+AVSYNC = [sys.executable, "-m", "avsync"]
+ENV = {**os.environ, "AVSYNC_NO_PROGRESS": "1"}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AVSYNC, *args], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def irregular_clip(path: Path, seconds: float = 8.0, fps: float = 25, audio_shift: float = 0.0,
+                   seed: int = 1, sr: int = 44100) -> Path:
+    """Non-periodic flash + click clip; the audio moved by ``audio_shift`` (+ = audio leads)."""
+    rng = np.random.default_rng(seed)
+    events, t = [], 0.4
+    while t < seconds - 0.3:
+        events.append(t)
+        t += rng.uniform(0.3, 1.1)
+    n = int(round(seconds * fps))
+    frames = np.full((n, 90, 120, 3), 30, np.uint8)
+    for ev in events:
+        i = int(np.ceil(ev * fps - 1e-9))
+        if i < n:
+            frames[i, 20:70, 30:90] = 250
+    y = np.zeros(int(seconds * sr), np.float32)
+    burst_t = np.arange(int(0.05 * sr)) / sr
+    burst = (0.6 * np.sin(2 * np.pi * 1200 * burst_t) * np.exp(-burst_t / 0.015)).astype(np.float32)
+    for ev in events:
+        s = int(round((ev - audio_shift) * sr))
+        if 0 <= s < len(y):
+            y[s:s + len(burst)] += burst[: len(y) - s]
+    y += 0.002 * rng.standard_normal(len(y)).astype(np.float32)
+    mediagen.write_frames_video(str(path), frames, fps, audio=(y, sr))
+    return path
+
+
+# ----------------------------------------------------------------------------- toy arrays
+
+
+def test_weighted_line_recovers_slope_and_intercept() -> None:
+    t = np.linspace(0, 60, 13)
+    y = 0.04 + 0.001 * t + np.random.default_rng(0).normal(0, 1e-4, t.size)
+    a, b, se = _weighted_line(t, y, np.ones_like(t))
+    assert a == pytest.approx(0.04, abs=5e-4)
+    assert b == pytest.approx(0.001, abs=2e-5)
+    assert se < 1e-5
+
+
+def test_period_detects_periodic_and_not_random() -> None:
+    rate = 25.0
+    x = np.zeros(250)
+    x[::25] = 1.0
+    assert _period(x, rate, 10.0) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    y = np.zeros(250)
+    y[np.cumsum(rng.integers(8, 30, 12))[:12]] = 1.0
+    assert _period(y, rate, 10.0) is None
+
+
+def test_crop_rebases_and_pads() -> None:
+    s = Signal(np.arange(100, dtype=np.float32), 10.0)
+    c = _crop(s, -1.0, 1.0)
+    assert c is not None and len(c) == 20 and c.start == 0.0
+    assert np.all(c.values[:10, 0] == 0) and c.values[10, 0] == 0 and c.values[19, 0] == 9
+
+
+def test_window_starts_cover_the_clip() -> None:
+    assert _window_starts(12.0, 10.0, 5.0) == []
+    st = _window_starts(60.0, 10.0, 5.0)
+    assert st[0] == 0 and st[-1] + 10.0 == pytest.approx(60.0) and len(st) == 11
+
+
+# ----------------------------------------------------------------------------- generated media
+
+
+@pytest.mark.parametrize("fps,shift", [(25, 0.2), (25, -0.12), (60, 0.033), (29.97, -0.3)])
+def test_avsynctest_shift_recovered_within_2ms(tmp_path: Path, fps: float, shift: float) -> None:
+    clip = mediagen.make_avsynctest(str(tmp_path / "a.mp4"), seconds=6, fps=fps, audio_shift=shift)
+    r = detect_offset(clip)
+    assert np.sign(r.offset_s) == np.sign(shift)
+    assert r.offset_s == pytest.approx(shift, abs=0.002), r
+    assert r.method == "events"
+    # Periodic pattern (once per second): ambiguity is reported, confidence capped.
+    assert r.extra["period_s"] == pytest.approx(1.0, abs=0.05)
+    assert r.confidence == pytest.approx(0.5)
+    assert "ambiguous" in r.note
+
+
+def test_irregular_content_sign_and_frame_accuracy(tmp_path: Path) -> None:
+    for shift in (0.24, -0.4):
+        clip = irregular_clip(tmp_path / f"i{shift}.mp4", audio_shift=shift)
+        r = detect_offset(clip)
+        assert abs(r.offset_s - shift) <= 1 / 25, (shift, r)
+        assert r.confidence > 0.3
+        assert r.extra["period_s"] is None
+
+
+def test_one_second_shift_is_not_aliased(tmp_path: Path) -> None:
+    """A 1 s shift must come back as ~1 s, never as a small offset of the other sign."""
+    for shift in (1.0, -1.0):
+        clip = irregular_clip(tmp_path / f"al{shift}.mp4", seconds=10, audio_shift=shift, seed=3)
+        r = detect_offset(clip, OffsetOptions(max_shift=5.0))
+        assert abs(r.offset_s - shift) <= 1 / 25, (shift, r)
+        assert r.verdict == "constant offset" and not r.in_sync
+
+
+def test_no_audio_and_silent_and_short_cannot_measure(tmp_path: Path) -> None:
+    with pytest.raises(CannotMeasure, match="no audio stream"):
+        detect_offset(mediagen.make_no_audio_video(str(tmp_path / "na.mp4"), seconds=3))
+    with pytest.raises(CannotMeasure, match="silent"):
+        detect_offset(mediagen.make_silent_video(str(tmp_path / "si.mp4"), seconds=3))
+    with pytest.raises(CannotMeasure, match="long"):
+        detect_offset(mediagen.make_avsynctest(str(tmp_path / "sh.mp4"), seconds=1))
+    with pytest.raises(InputError, match="no such file"):
+        detect_offset(tmp_path / "missing.mp4")
+
+
+def test_still_picture_cannot_measure(tmp_path: Path) -> None:
+    frames = np.full((75, 90, 120, 3), 80, np.uint8)
+    sr = 22050
+    y = (0.3 * np.sin(np.arange(3 * sr) * 2 * np.pi * 440 / sr)).astype(np.float32)
+    y[::5000] = 0.9
+    p = mediagen.write_frames_video(str(tmp_path / "still.mp4"), frames, 25, audio=(y, sr))
+    with pytest.raises(CannotMeasure, match="picture"):
+        detect_offset(p)
+
+
+# ----------------------------------------------------------------------------- CLI end to end
+
+
+def test_cli_json_fix_and_remeasure(tmp_path: Path) -> None:
+    clip = mediagen.make_avsynctest(str(tmp_path / "in.mp4"), seconds=5, fps=25, audio_shift=0.16)
+    before = Path(clip).read_bytes()
+    fixed = tmp_path / "fixed.mp4"
+    plot = tmp_path / "off.png"
+    p = _cli("detect-offset", clip, "--json", "--fix", str(fixed), "--plot", str(plot), "--check")
+    assert p.returncode == 3, p.stderr  # +160 ms is outside the ITU window
+    obj = json.loads(p.stdout)
+    for key in ("file", "offset_ms", "offset_frames", "fps", "confidence", "convention", "in_sync",
+                "drift_ms_per_min", "windows", "backend", "mode"):
+        assert key in obj
+    assert obj["convention"] == "positive = audio leads picture"
+    assert obj["offset_ms"] == pytest.approx(160, abs=2)
+    assert obj["offset_frames"] == pytest.approx(4.0, abs=0.05)
+    assert obj["in_sync"] is False
+    assert {"start", "offset_ms", "confidence"} <= set(obj["windows"][0])
+    assert Path(clip).read_bytes() == before  # input untouched
+    assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+    assert obj["fix"]["video"] == "copied"
+    # The fixed copy measures ~0 and passes --check.
+    q = _cli("detect-offset", str(fixed), "--json", "--check")
+    assert q.returncode == 0, q.stderr
+    again = json.loads(q.stdout)
+    assert abs(again["offset_ms"]) <= 2.0
+    assert again["in_sync"] is True
+    # Same number of video packets, bit-identical (stream copy).
+    import av
+
+    def _vpk(path: str) -> list[bytes]:
+        with av.open(path) as c:
+            return [bytes(pk) for pk in c.demux(video=0) if pk.size]
+
+    assert _vpk(clip) == _vpk(str(fixed))
+    # Refuses to overwrite without --overwrite; table output works.
+    r = _cli("detect-offset", clip, "--fix", str(fixed))
+    assert r.returncode == 1 and "exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_shift_ms_fix_and_table(tmp_path: Path) -> None:
+    clip = mediagen.make_avsynctest(str(tmp_path / "in.mp4"), seconds=4, fps=25, audio_shift=0.0)
+    out = tmp_path / "late.mkv"
+    # Cancelling a +100 ms offset that is not there delays the audio by 100 ms: it now lags.
+    p = _cli("detect-offset", clip, "--fix", str(out), "--shift-ms", "100")
+    assert p.returncode == 0, p.stderr
+    q = _cli("detect-offset", str(out))
+    assert q.returncode == 0, q.stderr
+    assert "-100" in q.stdout and "late" in q.stdout and "in sync" in q.stdout
+
+
+def test_cli_bad_input_one_line_and_exit_codes(tmp_path: Path) -> None:
+    na = mediagen.make_no_audio_video(str(tmp_path / "na.mp4"), seconds=3)
+    p = _cli("detect-offset", na)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot measure" in lines[0] and "Traceback" not in p.stderr
+    m = _cli("detect-offset", str(tmp_path / "missing.mp4"))
+    assert m.returncode == 1 and len(m.stderr.strip().splitlines()) == 1
+    assert "no such file" in m.stderr
+    b = _cli("detect-offset", na, "--max-shift", "-1")
+    assert b.returncode == 1 and len(b.stderr.strip().splitlines()) == 1
