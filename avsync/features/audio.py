@@ -1,0 +1,202 @@
+"""Audio features on an exact, uniform clock.
+
+Every function here returns a :class:`~avsync.types.Signal` whose row ``k`` describes the
+audio at time ``k / rate`` seconds (``start = 0``), where ``t = 0`` is the first sample of
+``y``. The analysis frames are computed with an integer hop close to ``sr / rate`` and
+then linearly resampled onto the exact grid, so the rate is exactly ``rate`` whatever the
+sample rate (22050 / 100 is not an integer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avsync.errors import CannotMeasure
+from avsync.features import AudioFeatures
+from avsync.types import Signal
+
+N_FFT = 2048  # analysis window for log-mel / onsets, samples (93 ms at 22.05 kHz)
+FLOOR_DB = -80.0  # floor of every dB feature, relative to the loudest frame
+
+
+def _check(y: np.ndarray, sr: int) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"audio must be mono, shape (N,), got {y.shape}")
+    if sr <= 0:
+        raise ValueError(f"sample rate must be positive, got {sr}")
+    if y.size == 0:
+        raise CannotMeasure("the audio is empty")
+    return y
+
+
+def _n_rows(n_samples: int, sr: int, rate: float) -> int:
+    """Rows of a grid at ``rate`` covering ``n_samples``: times 0 .. duration (exclusive)."""
+    return max(1, int(np.ceil(n_samples / sr * rate - 1e-9)))
+
+
+def _hop(sr: int, rate: float) -> int:
+    return max(1, int(round(sr / rate)))
+
+
+def _to_grid(frames: np.ndarray, frame_rate: float, rate: float, n: int) -> np.ndarray:
+    """Resample ``frames`` (F, D), row i at time i / frame_rate, onto k / rate, k < n."""
+    t_old = np.arange(frames.shape[0]) / frame_rate
+    t_new = np.arange(n) / rate
+    out = np.empty((n, frames.shape[1]), dtype=np.float32)
+    for d in range(frames.shape[1]):
+        out[:, d] = np.interp(t_new, t_old, frames[:, d])
+    return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    """Zero median, unit standard deviation (unchanged apart from the shift if flat)."""
+    x = x - np.median(x)
+    sd = float(np.std(x))
+    return (x / sd if sd > 1e-12 else x).astype(np.float32)
+
+
+def _mel_db_frames(y: np.ndarray, sr: int, hop: int, n_mels: int) -> tuple[np.ndarray, int]:
+    """Log-mel (dB re the loudest bin, floored at FLOOR_DB), shape (n_mels, F), and n_fft.
+
+    Frames are centred: frame i describes the audio around sample ``i * hop``.
+    """
+    import librosa
+
+    n_fft = min(N_FFT, max(256, 1 << int(np.floor(np.log2(max(len(y), 256))))))
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, center=True, power=2.0)
+    return librosa.power_to_db(mel, ref=np.max, top_db=-FLOOR_DB).astype(np.float32), n_fft
+
+
+def logmel(y: np.ndarray, sr: int, rate: float = 100.0, n_mels: int = 128) -> Signal:
+    """Log-mel spectrogram on an exact ``rate`` grid.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N,)
+        Mono audio samples.
+    sr : int
+        Sample rate, Hz.
+    rate : float
+        Output rows per second.
+    n_mels : int
+        Number of mel bands.
+
+    Returns
+    -------
+    Signal, values (T, n_mels)
+        dB relative to the loudest time-frequency bin, floored at -80 dB; row k is the
+        window centred on time k / rate (T = ceil(N / sr * rate)).
+    """
+    y = _check(y, sr)
+    hop = _hop(sr, rate)
+    mel, _ = _mel_db_frames(y, sr, hop, n_mels)
+    return Signal(_to_grid(mel.T, sr / hop, rate, _n_rows(len(y), sr, rate)), rate, 0.0)
+
+
+def _onset_from_mel(mel_db: np.ndarray, sr: int, hop: int, n_fft: int = N_FFT) -> np.ndarray:
+    import librosa
+
+    # librosa shifts the flux by n_fft // (2 hop) frames so that a peak sits at the time
+    # the event starts (a centred frame "sees" an event half a window before it happens).
+    return librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop, n_fft=n_fft, center=True)
+
+
+def onset_envelope(y: np.ndarray, sr: int, rate: float = 100.0) -> Signal:
+    """Onset-strength envelope (rectified log-mel spectral flux) on an exact ``rate`` grid.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N,)
+        Mono audio samples.
+    sr : int
+        Sample rate, Hz.
+    rate : float
+        Output rows per second.
+
+    Returns
+    -------
+    Signal, values (T, 1)
+        Row k at time k / rate: the flux peaks at the time an onset starts (a click at
+        1.000 s gives its peak at row 100 for rate=100). Normalised to zero median and
+        unit standard deviation (dimensionless).
+    """
+    y = _check(y, sr)
+    hop = _hop(sr, rate)
+    mel, n_fft = _mel_db_frames(y, sr, hop, 128)
+    env = _onset_from_mel(mel, sr, hop, n_fft)
+    out = _to_grid(env[:, None], sr / hop, rate, _n_rows(len(y), sr, rate))
+    return Signal(_normalise(out), rate, 0.0)
+
+
+def speech_envelope(y: np.ndarray, sr: int, rate: float = 100.0, win: float = 0.025) -> Signal:
+    """Speech-band (300–3000 Hz) log-RMS envelope on an exact ``rate`` grid.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N,)
+        Mono audio samples.
+    sr : int
+        Sample rate, Hz (must exceed 6 kHz).
+    rate : float
+        Output rows per second.
+    win : float
+        RMS window length, seconds (rectangular, centred on each row's time).
+
+    Returns
+    -------
+    Signal, values (T, 1)
+        Band-passed RMS level in dB relative to the loudest row, floored at -80 dB.
+    """
+    from scipy.signal import butter, sosfiltfilt
+
+    y = _check(y, sr)
+    hi = min(3000.0, 0.45 * sr)
+    sos = butter(4, [300.0, hi], btype="bandpass", fs=sr, output="sos")
+    yb = sosfiltfilt(sos, y.astype(np.float64)) if len(y) > 30 else y.astype(np.float64)
+    n = _n_rows(len(y), sr, rate)
+    csum = np.concatenate([[0.0], np.cumsum(yb * yb)])
+    centre = np.arange(n) * sr / rate
+    half = max(1.0, win * sr / 2)
+    lo = np.clip(np.round(centre - half).astype(np.int64), 0, len(y))
+    hi_i = np.clip(np.round(centre + half).astype(np.int64), 0, len(y))
+    width = np.maximum(hi_i - lo, 1)
+    power = (csum[hi_i] - csum[lo]) / width
+    ref = float(power.max())
+    if ref <= 0:
+        return Signal(np.full((n, 1), FLOOR_DB, np.float32), rate, 0.0)
+    db = 10.0 * np.log10(np.maximum(power / ref, 10 ** (FLOOR_DB / 10)))
+    return Signal(db.astype(np.float32)[:, None], rate, 0.0)
+
+
+def audio_features(y: np.ndarray, sr: int, rate: float = 100.0) -> AudioFeatures:
+    """All audio features of one mono signal (one mel analysis shared by onset and log-mel).
+
+    Parameters
+    ----------
+    y : ndarray, shape (N,)
+        Mono audio samples.
+    sr : int
+        Sample rate, Hz.
+    rate : float
+        Rows per second of every returned Signal.
+
+    Raises
+    ------
+    CannotMeasure
+        When the audio is empty or digital silence.
+    """
+    y = _check(y, sr)
+    if not np.any(np.abs(y) > 1e-6):
+        raise CannotMeasure("the audio is digital silence: nothing to align to")
+    hop = _hop(sr, rate)
+    n = _n_rows(len(y), sr, rate)
+    mel, n_fft = _mel_db_frames(y, sr, hop, 128)
+    onset = _to_grid(_onset_from_mel(mel, sr, hop, n_fft)[:, None], sr / hop, rate, n)
+    return AudioFeatures(
+        onset=Signal(_normalise(onset), rate, 0.0),
+        speech=speech_envelope(y, sr, rate),
+        logmel=Signal(_to_grid(mel.T, sr / hop, rate, n), rate, 0.0),
+        duration=len(y) / sr,
+        sr=int(sr),
+    )
