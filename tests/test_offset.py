@@ -98,7 +98,12 @@ def test_window_starts_cover_the_clip() -> None:
 # ----------------------------------------------------------------------------- generated media
 
 
-@pytest.mark.parametrize("fps,shift", [(25, 0.2), (25, -0.12), (60, 0.033), (29.97, -0.3)])
+@pytest.mark.parametrize("fps,shift", [
+    (25, 0.2),
+    pytest.param(25, -0.12, marks=pytest.mark.slow),
+    pytest.param(60, 0.033, marks=pytest.mark.slow),
+    pytest.param(29.97, -0.3, marks=pytest.mark.slow),
+])
 def test_avsynctest_shift_recovered_within_2ms(tmp_path: Path, fps: float, shift: float) -> None:
     clip = mediagen.make_avsynctest(str(tmp_path / "a.mp4"), seconds=6, fps=fps, audio_shift=shift)
     r = detect_offset(clip)
@@ -111,6 +116,7 @@ def test_avsynctest_shift_recovered_within_2ms(tmp_path: Path, fps: float, shift
     assert "ambiguous" in r.note
 
 
+@pytest.mark.slow
 def test_irregular_content_sign_and_frame_accuracy(tmp_path: Path) -> None:
     for shift in (0.24, -0.4):
         clip = irregular_clip(tmp_path / f"i{shift}.mp4", audio_shift=shift)
@@ -191,6 +197,7 @@ def test_cli_json_fix_and_remeasure(tmp_path: Path) -> None:
     assert r.returncode == 1 and "exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_shift_ms_fix_and_table(tmp_path: Path) -> None:
     clip = mediagen.make_avsynctest(str(tmp_path / "in.mp4"), seconds=4, fps=25, audio_shift=0.0)
     out = tmp_path / "late.mkv"
