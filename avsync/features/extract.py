@@ -256,7 +256,7 @@ def extract_visual(
         if progress is not None:
             progress("features", 0, n_est)
         for i, t, img in reader:
-            gap = (t - times[-1]) * fps if times else 1.0
+            gap = (t - times[-1]) * fps if times and t > times[-1] else 1.0
             times.append(t)
             grid_rows.append(mgrid.update(_gray_small(img), gap))
             if want_pose:
