@@ -410,15 +410,29 @@ def iter_frames(path: str | os.PathLike, *, max_side: int | None = None, gray: b
 def audio_origin(container: av.container.InputContainer) -> float | None:
     """The time (s, container clock) that audio sample 0 is aligned to.
 
-    The video stream's start time when there is video, else None (= the audio's own first
-    decoded sample).
+    The presentation time of the first video frame when there is video (the same origin as
+    :func:`frame_times` and :func:`iter_frames`, which count from the first frame — a
+    stream's declared start time can differ from it, e.g. AVI files whose first frame is
+    at one frame period), else None (= the audio's own first decoded sample).
     """
-    if container.streams.video:
-        vs = container.streams.video[0]
-        if vs.start_time is not None and vs.time_base:
-            return float(vs.start_time * vs.time_base)
-        return 0.0
-    return None
+    if not container.streams.video:
+        return None
+    vs = container.streams.video[0]
+    tb = float(vs.time_base) if vs.time_base else 0.0
+    first: int | None = None
+    with contextlib.suppress(av.error.FFmpegError, OSError), av.open(container.name) as c2:
+        s2 = c2.streams.video[0]
+        for i, packet in enumerate(c2.demux(s2)):
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is not None and not packet.is_discard:
+                first = ts if first is None else min(first, ts)
+            if i >= 32:  # B-frame reordering never reaches this far
+                break
+    if first is not None and tb:
+        return float(first * tb)
+    if vs.start_time is not None and tb:
+        return float(vs.start_time * tb)
+    return 0.0
 
 
 def _trim_frame(frame: av.AudioFrame, keep: int) -> av.AudioFrame:
