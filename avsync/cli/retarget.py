@@ -1,0 +1,84 @@
+"""`avsync retarget DANCE MUSIC -o OUT.mp4`: a dance warped onto new music."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avsync.cli._app import app, fail, print_json, rich_progress, run
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+@app.command()
+def retarget(
+    dance: Annotated[Path, typer.Argument(help="The dance video (any container PyAV reads).")],
+    music: Annotated[Path, typer.Argument(help="The new music (any container with audio).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Retargeted video to write (.mp4, .mkv, .mov).")],
+    max_speed: Annotated[float, typer.Option(
+        "--max-speed", help="Local speed stays within [1/x, x] of the original (x >= 1).")] = 2.0,
+    loop: Annotated[bool, typer.Option(
+        "--loop", help="Repeat the dance to cover the music (else the output ends with the dance).")] = False,
+    start: Annotated[float, typer.Option("--start", help="Where in the music to begin, seconds.")] = 0.0,
+    map_path: Annotated[Path | None, typer.Option("--map", help="Write the time map (JSON).")] = None,
+    plot_path: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a plot of both beat trains and the warp (PNG).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    mode: Annotated[str, typer.Option(
+        help="auto | dance (pose) | general (motion): visual features for the visual beats.")] = "auto",
+    backend: Annotated[str, typer.Option(help="Who predicts the time map (classical: beat DP).")] = "classical",
+    crf: Annotated[int, typer.Option(help="libx264 quality (lower = better).")] = 18,
+    preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+) -> None:
+    """Warp DANCE so that its visual beats land on the beats of MUSIC; the output carries MUSIC."""
+    if not max_speed >= 1.0:
+        fail(f"--max-speed must be at least 1 (got {max_speed})")
+    if not start >= 0:
+        fail(f"--start must be >= 0 (got {start})")
+    if mode not in ("auto", "dance", "general"):
+        fail(f"--mode must be auto, dance or general (got '{mode}')")
+    if not 0 <= crf <= 51:
+        fail(f"--crf must be within 0..51 (got {crf})")
+    if preset not in X264_PRESETS:
+        fail(f"--preset must be one of {', '.join(X264_PRESETS)} (got '{preset}')")
+    from avsync.retarget import RetargetOptions, backends
+    from avsync.retarget import retarget as do_retarget
+
+    if backend not in backends():
+        fail(f"backend '{backend}' cannot retarget (available: {', '.join(backends())})")
+    opts = RetargetOptions(max_speed=max_speed, loop=loop, start=start, backend=backend, mode=mode,
+                           crf=crf, preset=preset, overwrite=overwrite, cache=not no_cache)
+    with rich_progress(not json_out) as progress:
+        result = run(lambda: do_retarget(dance, music, output, opts, map_path=map_path,
+                                          plot_path=plot_path, progress=progress))
+    if json_out:
+        print_json(result.to_json())
+        return
+    _print_summary(result)
+
+
+def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("output", f"{r.output}  ({r.n_out} frames at {r.fps:.3f} fps, {r.output_duration:.2f} s; "
+                        f"music from {r.start:.2f} s)")
+    t.add_row("beats", f"music {r.n_music_beats} at {r.music_tempo:.1f} bpm; visual ({r.visual_source}) "
+                       f"{r.n_visual_beats}, {r.n_matches} placed on music beats")
+    t.add_row("beat align", f"{r.bas_before:.3f} unchanged -> {r.bas_after:.3f} retargeted "
+                            f"(Beat Align Score, sigma = 3 frames)")
+    t.add_row("speed", f"{r.speed_min:.2f}x .. {r.speed_max:.2f}x (bound {1 / r.max_speed:.2f}x .. "
+                       f"{r.max_speed:.2f}x)")
+    if r.note:
+        t.add_row("note", r.note)
+    if r.map_path:
+        t.add_row("map", r.map_path)
+    if r.plot_path:
+        t.add_row("plot", r.plot_path)
+    c.print(t)
