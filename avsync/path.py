@@ -65,7 +65,7 @@ class PathOptions:
     # Cost paid per lag bin of change between consecutive rows, in units of the affinity's
     # spread (robust standard deviation of all scores, see affinity_spread). 0 = free
     # changes; larger = stiffer, more constant lag.
-    lag_change_penalty: float = 1.0
+    lag_change_penalty: float = 1.5
     # Fastest allowed picture speed, picture seconds per audio second (2.0 = the picture may
     # skip every other frame). Must be >= 1.
     max_speed: float = 2.0
