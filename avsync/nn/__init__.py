@@ -1,0 +1,1 @@
+"""Shared torch building blocks of the learned backends (imported only when torch is wanted)."""
