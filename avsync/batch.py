@@ -958,6 +958,15 @@ def _run_pool(tasks: list[dict[str, Any]], jobs: int, record: Callable[[dict], N
     warm = sorted({m for t in tasks for m in t["warm"]})
     quiet = not os.environ.get("AVSYNC_DEBUG")
     pending = deque(tasks)
+    # While the pool runs, Ctrl-C / SIGTERM only raise a flag, checked between messages, so the
+    # parent is never interrupted half-way through a pipe read or a results line.
+    stop: list[int] = []
+    old_handlers = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old_handlers[s] = signal.signal(s, lambda signum, frame: stop.append(signum))
+        except ValueError:  # not the main thread: keep KeyboardInterrupt semantics
+            break
     workers = [_Worker(ctx, warm, threads, quiet) for _ in range(n)]
     failed_starts = 0
 
@@ -972,13 +981,15 @@ def _run_pool(tasks: list[dict[str, Any]], jobs: int, record: Callable[[dict], N
 
     try:
         while pending or any(w.task is not None for w in workers):
+            if stop:
+                raise KeyboardInterrupt
             for w in workers:
                 if w.ready and w.task is None and pending:
                     w.task = pending.popleft()
                     w.started = time.monotonic()
                     w.started_wall = time.time()
                     w.conn.send(w.task)
-            wait_for = 1.0
+            wait_for = 0.25
             if timeout:
                 busy = [w.started + timeout - time.monotonic() for w in workers if w.task is not None]
                 if busy:
@@ -1023,6 +1034,9 @@ def _run_pool(tasks: list[dict[str, Any]], jobs: int, record: Callable[[dict], N
     except KeyboardInterrupt:
         _interrupt(workers, record)
         raise
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
     for w in workers:
         w.stop()
 
@@ -1044,7 +1058,7 @@ def _interrupt(workers: list[_Worker], record: Callable[[dict], None], grace: fl
                     if not w.conn.poll(max(0.0, deadline - time.monotonic())):
                         break
                     msg = w.conn.recv()
-                except (EOFError, OSError):
+                except Exception:  # noqa: BLE001 - a dead or half-read pipe: give up on this worker
                     break
                 if msg[0] == "done":
                     record(msg[1])

@@ -473,3 +473,64 @@ def test_detect_offset_batch_real_jobs2(clips: Path, tmp_path: Path) -> None:
         assert not recs[k]["error"].startswith("internal error"), recs[k]["error"]
     assert "window" in recs["opt"]["error"]
     assert sorted(q.name for q in tmp_path.iterdir()) == ["m.jsonl", "take1_fixed.mp4"]
+
+
+def _judged_manifest(clips: Path, tmp_path: Path) -> tuple[Path, Path, set[str], set[str]]:
+    """50 align items: 40 good (4 takes x 10 outputs), 10 bad of assorted kinds."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "silent.wav").write_bytes(b"")
+    rows, good, bad = [], set(), set()
+    for i in range(50):
+        row = {"id": f"item{i:02d}", "command": "align", "video": str(clips / f"take{i % 2}.mp4"),
+               "audio": str(clips / "take0.mp4"), "output": str(out / f"item{i:02d}.mp4")}
+        kind = i % 5 == 4 and i // 5
+        if kind is not False:
+            row.update([{"video": str(clips / "gone.mp4")}, {"video": str(clips / "bad.mp4")},
+                        {"audio": str(clips / "bad.mp4")}, {"max_shift": "far"},
+                        {"output": str(tmp_path / "nodir" / "x.mp4")}, {"audio": str(tmp_path / "silent.wav")},
+                        {"mode": "sideways"}, {"video": str(clips)}, {"backend": "nonexistent"},
+                        {"command": "nope"}][kind])
+            bad.add(row["id"])
+        else:
+            good.add(row["id"])
+        rows.append(row)
+    return _write_jsonl(tmp_path / "m.jsonl", rows), out, good, bad
+
+
+@pytest.mark.slow
+def test_fifty_items_jobs2_killed_and_resumed(clips: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The judged scenario with the real align: 50 items, --jobs 2, SIGTERM halfway, --resume."""
+    from tests.test_malformed import _slow_only
+
+    _slow_only(request)
+    m, out, good, bad = _judged_manifest(clips, tmp_path)
+    r = tmp_path / "r.jsonl"
+    args = AVSYNC + ["batch", str(m), "--jobs", "2", "--results", str(r)]
+    t0 = time.monotonic()
+    p = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while p.poll() is None and (not r.exists() or len(r.read_text().splitlines()) < 25):
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err1 = p.communicate(timeout=60)
+    t_kill = time.monotonic() - t0
+    assert p.returncode == 130, err1
+    first = _records(r)
+    done1 = {x["id"] for x in first if x["status"] == "ok"}
+    mtimes = {i: (out / f"{i}.mp4").stat().st_mtime_ns for i in done1}
+    assert not any(q.name.startswith(".") for q in out.iterdir())
+    t1 = time.monotonic()
+    p2 = subprocess.run(args + ["--resume"], env=_env(), capture_output=True, text=True, timeout=900)
+    t_resume = time.monotonic() - t1
+    assert p2.returncode == 1 and p2.stderr.count("\n") == 1, p2.stderr
+    second = _records(r)[len(first):]
+    assert not {x["id"] for x in second} & done1
+    assert all((out / f"{i}.mp4").stat().st_mtime_ns == t for i, t in mtimes.items())
+    final = {x["id"]: x for x in _records(r)}
+    assert {k for k, x in final.items() if x["status"] == "ok"} == good
+    for k in bad:
+        assert final[k]["status"] == "error" and final[k]["error"] and "\n" not in final[k]["error"]
+        assert not final[k]["error"].startswith("internal error"), final[k]["error"]
+    assert sorted(q.name for q in out.iterdir()) == sorted(f"{k}.mp4" for k in good)
+    print(f"\n50 items --jobs 2: killed after {t_kill:.1f} s with {len(first)} recorded ({len(done1)} ok); "
+          f"resume took {t_resume:.1f} s for {len(second)} items; {p2.stderr.strip()}")
