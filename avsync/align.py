@@ -77,7 +77,7 @@ def compute_correspondence(
     from avsync.backends import get_backend
     from avsync.features.extract import extract_audio, extract_visual
     from avsync.media import probe
-    from avsync.path import PathOptions, correspondence
+    from avsync.path import PathOptions, correspondence, src_curve_to_correspondence
 
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -106,7 +106,14 @@ def compute_correspondence(
     popts = PathOptions(max_speed=opts.max_speed)
     if opts.lag_penalty is not None:
         popts = PathOptions(max_speed=opts.max_speed, lag_change_penalty=opts.lag_penalty)
-    corr = correspondence(aff, popts, out_rate=fps, n_out=n_out, use_dp=opts.use_dp)
+    src_dur = float(vfeat.frame_times[-1]) + 1.0 / fps if len(vfeat.frame_times) else None
+    if opts.use_dp:
+        corr = correspondence(aff, popts, out_rate=fps, n_out=n_out, src_duration=src_dur)
+    else:
+        # The backend's own answer, row by row (best lag), made monotonic and speed-bounded only.
+        best = np.asarray(aff.lags)[np.argmax(aff.scores, axis=1)]
+        raw = PathOptions(max_speed=opts.max_speed, smooth_seconds=0.0)
+        corr = src_curve_to_correspondence(aff.times, best, None, raw, fps, n_out, src_dur)
     secs["path"] = time.perf_counter() - t3
     return corr, vfeat, vinfo, secs
 

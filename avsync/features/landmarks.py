@@ -11,7 +11,10 @@ try to download a model at first use.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +63,30 @@ class FaceResult:
     face_size: float
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 while mediapipe's native code starts up.
+
+    Its C++ (absl/glog/TFLite) messages are written before GLOG_minloglevel is honoured and
+    would break the one-error-line promise of the CLI. Python-level errors raised inside are
+    still raised (and printed later, with stderr restored).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class LandmarkDetector:
     """mediapipe pose and/or face mesh on RGB frames. Use as a context manager.
 
@@ -75,6 +102,10 @@ class LandmarkDetector:
     def __init__(self, pose: bool = True, face: bool = True, static: bool = False) -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with quiet_native_stderr():
+            self._create(pose, face, static)
+
+    def _create(self, pose: bool, face: bool, static: bool) -> None:
         import mediapipe as mp
 
         self._pose = (
@@ -99,6 +130,12 @@ class LandmarkDetector:
             if face
             else None
         )
+        # The first process() call prints TFLite delegate messages from native code: do it here,
+        # inside the quiet block, on a blank frame.
+        blank = np.zeros((64, 64, 3), np.uint8)
+        for m in (self._pose, self._face):
+            if m is not None:
+                m.process(blank)
 
     def __enter__(self) -> LandmarkDetector:
         return self
