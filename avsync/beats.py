@@ -294,7 +294,9 @@ def keypoint_speeds(keypoints: np.ndarray, fps: float, joints: tuple[int, ...] |
     return np.linalg.norm(vel, axis=2)
 
 
-def stop_novelty(speed: np.ndarray, fps: float, *, smooth: float = 0.04, window: float = 0.3) -> np.ndarray:
+def stop_novelty(
+    speed: np.ndarray, fps: float, *, smooth: float = 0.04, window: float = 0.3, depth: float = 0.7
+) -> np.ndarray:
     """Deceleration-weighted stop envelope of a set of moving parts.
 
     For each channel (a joint's speed, or a motion-grid cell's energy) the speed is smoothed
@@ -313,6 +315,9 @@ def stop_novelty(speed: np.ndarray, fps: float, *, smooth: float = 0.04, window:
         Gaussian smoothing sigma, seconds.
     window : float
         Look-back window for the deceleration, seconds.
+    depth : float
+        A minimum counts only where the speed fell to at most this fraction of the fastest
+        speed in the window.
 
     Returns
     -------
@@ -354,8 +359,8 @@ def stop_novelty(speed: np.ndarray, fps: float, *, smooth: float = 0.04, window:
         last = np.where(d != 0, d, last)
         nxt[t] = last
     is_min = arrive & (nxt >= 0)
-    # Only deep minima count: the speed fell to at most half of the recent peak.
-    deep = s <= 0.5 * prev_max
+    # Only deep minima count: the speed fell well below the recent peak.
+    deep = s <= depth * prev_max
     tt, cc = np.nonzero(is_min & deep)
     for t, c in zip(tt.tolist(), cc.tolist(), strict=True):
         # Smoothing spreads a sudden stop over a few frames: date the stop at the first
@@ -369,7 +374,7 @@ def stop_novelty(speed: np.ndarray, fps: float, *, smooth: float = 0.04, window:
 
 
 def pick_beats(
-    novelty: np.ndarray, fps: float, *, min_gap: float = 0.2, rel_threshold: float = 0.15
+    novelty: np.ndarray, fps: float, *, min_gap: float = 0.2, rel_threshold: float = 0.05
 ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of a stop envelope as beat times.
 

@@ -132,8 +132,8 @@ def _match_dp(
     opts: RetargetOptions,
     end_limit: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     *,
-    max_skip_visual: int = 8,
-    max_skip_music: int = 4,
+    max_skip_visual: int | None = None,
+    max_skip_music: int | None = None,
 ) -> list[tuple[int, int]]:
     """Monotonic matching of visual beats ``v`` (dance time) to music beats ``u`` (output time).
 
@@ -150,6 +150,14 @@ def _match_dp(
     nv, nm = v.size, u.size
     if nv == 0 or nm == 0:
         return []
+    # Skips are bounded in time (a segment may span about 4 s), not in count, so that
+    # sparse visual beats on fast music are not forced to the speed bound.
+    if max_skip_music is None:
+        ibi = float(np.median(np.diff(u))) if nm > 1 else 1.0
+        max_skip_music = int(np.clip(math.ceil(4.0 / max(ibi, 1e-3)), 4, 16))
+    if max_skip_visual is None:
+        ibi = float(np.median(np.diff(v))) if nv > 1 else 1.0
+        max_skip_visual = int(np.clip(math.ceil(4.0 / max(ibi, 1e-3)), 8, 16))
     reward = 0.6 + 0.2 * wv[:, None] + 0.4 * wm[None, :]  # (nv, nm)
     cm, cv = opts.skip_music_cost, opts.skip_visual_cost
     lam, mu = opts.tempo_penalty, opts.speed_prior
