@@ -18,7 +18,7 @@ from avsync.backends.alignnet import (
     visual_input,
 )
 from avsync.features import AudioFeatures, VisualFeatures
-from avsync.nn.alignnet import AlignNet, AlignNetDims, alignnet_loss, monotonic_hinge, resample_1d
+from avsync.nn.alignnet import AlignNet, AlignNetDims, affinity_ce, alignnet_loss, monotonic_hinge, resample_1d
 from avsync.types import Signal
 
 torch.set_num_threads(1)
@@ -63,6 +63,19 @@ def test_monotonic_hinge() -> None:
     assert parts["hinge"] > 0
     _, parts = alignnet_loss({"corr": mono, "levels": [mono]}, mono, mu=1.0)
     assert parts["hinge"] == 0.0 and parts["l1"] == 0.0
+
+
+def test_affinity_cross_entropy_prefers_the_true_offset() -> None:
+    ta, t, band = 21, 21, 4
+    prior = torch.linspace(-1, 1, t)[None]
+    target = prior + 2 * 2.0 / (ta - 1)  # truth: two audio samples later than the prior
+    right = torch.full((1, 2 * band + 1, t), 1e-3)
+    right[:, band + 2] = 1.0
+    wrong = torch.full((1, 2 * band + 1, t), 1e-3)
+    wrong[:, band - 1] = 1.0
+    norm = lambda x: x / x.sum(1, keepdim=True)  # noqa: E731
+    assert float(affinity_ce(norm(right), prior, target, ta)) < 0.05
+    assert float(affinity_ce(norm(wrong), prior, target, ta)) > 3.0
 
 
 def test_spatial_attention_ties_left_right() -> None:

@@ -146,17 +146,20 @@ class AlignNetTrainable:
         general → motion grid, dance → 19 body keypoints, speech → 20 lip points.
     mu : float
         Weight of the monotonic hinge term.
+    ce : float
+        Weight of the auxiliary affinity cross-entropy (not in the paper; 0 = off).
     **model : AlignNetDims fields (ablations: spatial_attention, temporal_attention, pyramid, ...)
     """
 
     name = "alignnet"
 
-    def __init__(self, mode: str = "general", mu: float = 1.0, **model: Any) -> None:
+    def __init__(self, mode: str = "general", mu: float = 1.0, ce: float = 0.0, **model: Any) -> None:
         if mode not in MODE_KIND:
             raise InputError(f"unknown mode '{mode}' for alignnet (general, dance or speech)")
         self.mode = mode
         self.kind = MODE_KIND[mode]
         self.mu = float(mu)
+        self.ce = float(ce)
         self.model_opts = model
         self.n_points, self.per_point, self.pairs = layout(self.kind)
 
@@ -212,7 +215,7 @@ class AlignNetTrainable:
 
         b = batch.tensors
         out = model(b["visual"], b["audio"])
-        return alignnet_loss(out, b["target"], mu=self.mu)
+        return alignnet_loss(out, b["target"], mu=self.mu, ce=self.ce)
 
     def val_metrics(self, model: Any, batch: Batch) -> dict[str, float]:
         b = batch.tensors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +33,9 @@ def train(
     max_minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; the best weights are kept.")] = None,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Disable the horizontal-flip augmentation.")] = False,
     no_specaugment: Annotated[bool, typer.Option("--no-specaugment", help="Disable SpecAugment.")] = False,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="Backend model/loss option KEY=VALUE (JSON value), repeatable, e.g. ce=0.5, pyramid=false.")]
+    = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>.state.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache features on disk.")] = False,
@@ -51,6 +55,15 @@ def train(
         fail("--clip-seconds must be positive")
     if not data_dir.is_dir():
         fail(f"'{data_dir}' is not a directory")
+    model_opts = {}
+    for kv in option or []:
+        if "=" not in kv:
+            fail(f"--option must be KEY=VALUE (got '{kv}')")
+        k, v = kv.split("=", 1)
+        try:
+            model_opts[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            model_opts[k.strip()] = v
 
     def go():  # type: ignore[no-untyped-def]
         from avsync.train import TrainOptions
@@ -60,7 +73,7 @@ def train(
             steps=steps, batch=batch, lr=lr, clip_seconds=clip_seconds, val_fraction=val_fraction,
             val_every=val_every, patience=patience, seed=seed, device=device, mode=mode,
             augment_flip=not no_flip, spec_augment=not no_specaugment, max_minutes=max_minutes,
-            threads=threads, cache=not no_cache,
+            threads=threads, cache=not no_cache, model=model_opts or None,
         )
 
         def log(line: str) -> None:

@@ -242,16 +242,19 @@ class AlignNet(nn.Module):
         n = len(vl)
         levels: list[torch.Tensor | None] = [None] * n
         affs: list[torch.Tensor | None] = [None] * n
+        priors: list[torch.Tensor | None] = [None] * n
         prev = None
         order = range(n - 1, -1, -1) if self.dims.pyramid else [0]
         for lvl in order:
             t_l = vl[lvl].shape[-1]
             c_prev = identity_corr(b, t_l, visual.device) if prev is None else resample_1d(prev, t_l)
             corr, aff = self.est[lvl](vl[lvl], al[lvl], c_prev)
-            levels[lvl], affs[lvl] = corr, aff
+            levels[lvl], affs[lvl], priors[lvl] = corr, aff, c_prev
             prev = corr
         final = resample_1d(levels[0], tv)
-        return {"corr": final, "levels": [x for x in levels if x is not None], "affinity": affs[0], "gate": gate}
+        return {"corr": final, "levels": [x for x in levels if x is not None], "affinity": affs[0], "gate": gate,
+                "affinities": [x for x in affs if x is not None], "priors": [x for x in priors if x is not None],
+                "audio_lengths": [x.shape[-1] for x in al]}
 
 
 def monotonic_hinge(corr: torch.Tensor) -> torch.Tensor:
@@ -261,13 +264,29 @@ def monotonic_hinge(corr: torch.Tensor) -> torch.Tensor:
     return F.relu(corr[..., :-1] - corr[..., 1:]).mean()
 
 
+def affinity_ce(aff: torch.Tensor, prior: torch.Tensor, target: torch.Tensor, ta: int) -> torch.Tensor:
+    """Cross-entropy of a banded affinity (B, 2D+1, T) against the true offset from the prior
+    (both (B, T), normalised), the true offset spread over its two nearest bins."""
+    band = (aff.shape[1] - 1) // 2
+    d = ((target - prior) * (ta - 1) / 2.0).clamp(-band, band) + band  # in bins, [0, 2D]
+    lo = d.floor().clamp(0, 2 * band)
+    w_hi = d - lo
+    hi = (lo + 1).clamp(max=2 * band)
+    logp = torch.log(aff.clamp_min(1e-8))
+    ce = -((1 - w_hi) * logp.gather(1, lo.long()[:, None])[:, 0] + w_hi * logp.gather(1, hi.long()[:, None])[:, 0])
+    return ce.mean()
+
+
 def alignnet_loss(
-    out: dict, target: torch.Tensor, weights: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), mu: float = 1.0
+    out: dict, target: torch.Tensor, weights: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), mu: float = 1.0,
+    ce: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Σ_l λ_l L1(c_l, target_l) + μ Σ_l λ_l hinge(c_l).
+    """Σ_l λ_l L1(c_l, target_l) + μ Σ_l λ_l hinge(c_l) [+ ce Σ_l λ_l CE(affinity_l)].
 
     The finest level is compared at the input length (its upsampled output ``corr``);
-    coarser levels against the target resampled to their length.
+    coarser levels against the target resampled to their length. The optional affinity
+    cross-entropy (not in the paper; ``ce=0`` disables it) supervises each level's soft
+    affinity with the true audio position, which speeds up learning on small budgets.
 
     Parameters
     ----------
@@ -279,9 +298,15 @@ def alignnet_loss(
     total = target.new_zeros(())
     l1_sum = target.new_zeros(())
     hinge_sum = target.new_zeros(())
+    ce_sum = target.new_zeros(())
     levels = out["levels"]
     for i, c in enumerate(levels):
         lam = weights[i] if i < len(weights) else weights[-1]
+        if ce and "affinities" in out:
+            tl = resample_1d(target, c.shape[-1])
+            ce_l = affinity_ce(out["affinities"][i], out["priors"][i], tl, out["audio_lengths"][i])
+            total = total + ce * lam * ce_l
+            ce_sum = ce_sum + lam * ce_l
         if i == 0:
             c = out["corr"]
         tgt = resample_1d(target, c.shape[-1])
@@ -290,4 +315,4 @@ def alignnet_loss(
         total = total + lam * (l1 + mu * h)
         l1_sum = l1_sum + lam * l1
         hinge_sum = hinge_sum + lam * h
-    return total, {"l1": float(l1_sum.detach()), "hinge": float(hinge_sum.detach())}
+    return total, {"l1": float(l1_sum.detach()), "hinge": float(hinge_sum.detach()), "ce": float(ce_sum.detach())}
