@@ -21,6 +21,7 @@ from avsync.progress import Progress
 from avsync.types import CONVENTION, Correspondence
 
 MIN_AUDIO_SECONDS = 1.0
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,20 @@ class AlignOptions:
     use_dp: bool = True  # smooth the backend output through the monotonic DP (path.py)
     overwrite: bool = False  # replace existing outputs
     cache: bool = True  # cache features on disk
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "dance", "speech", "general"):
+            raise InputError(f"mode must be auto, dance, speech or general (got '{self.mode}')")
+        if not self.max_shift > 0:
+            raise InputError(f"max_shift must be positive (got {self.max_shift})")
+        if not self.max_speed >= 1.0:
+            raise InputError(f"max_speed must be at least 1 (got {self.max_speed})")
+        if not 0 <= int(self.crf) <= 51:
+            raise InputError(f"crf must be within 0..51 (got {self.crf})")
+        if self.preset not in X264_PRESETS:
+            raise InputError(f"preset must be one of {', '.join(X264_PRESETS)} (got '{self.preset}')")
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise InputError(f"device must be auto, cpu or cuda (got '{self.device}')")
 
 
 @dataclass

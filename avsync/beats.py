@@ -151,8 +151,8 @@ def _estimate_tempo(oenv: np.ndarray, fr: float, prior_bpm: float = 120.0) -> fl
 def _track_beats(oenv: np.ndarray, period: float, tightness: float = 100.0) -> np.ndarray:
     """Ellis (2007) dynamic-programming beat tracker; returns beat frame indices."""
     sd = oenv.std()
-    if sd <= 0:
-        return np.zeros(0, int)
+    if sd <= 0 or not np.isfinite(period) or period < 1 or 2 * period >= oenv.size:
+        return np.zeros(0, int)  # no tempo, or a beat period longer than half the music
     on = oenv / sd
     k = np.arange(-int(period), int(period) + 1)
     local = np.convolve(on, np.exp(-0.5 * (k * 32.0 / period) ** 2), mode="same")

@@ -55,7 +55,9 @@ verdict is not "cannot tell".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -179,13 +181,15 @@ def _probe(path: Path) -> tuple[float, float, float]:
             raise CannotMeasure("cannot measure: the clip has no audio stream")
         dur = float(c.duration / 1e6) if c.duration else 0.0
         v0 = a0 = None
-        for f in c.decode(video=0):
-            v0 = float(f.time or 0.0)
-            break
-        c.seek(0)
-        for f in c.decode(audio=0):
-            a0 = float(f.time or 0.0)
-            break
+        with contextlib.suppress(av.error.FFmpegError):
+            for f in c.decode(video=0):
+                v0 = float(f.time or 0.0)
+                break
+        with contextlib.suppress(av.error.FFmpegError):
+            c.seek(0)
+            for f in c.decode(audio=0):
+                a0 = float(f.time or 0.0)
+                break
         if v0 is None:
             raise CannotMeasure("cannot measure: the video stream has no frames")
         if a0 is None:
@@ -203,11 +207,14 @@ def _load_raw_audio(path: Path) -> tuple[np.ndarray, int, float]:
         res = av.AudioResampler(format="flt", layout="mono", rate=sr)
         chunks: list[np.ndarray] = []
         t0: float | None = None
-        for fr in c.decode(s):
-            if t0 is None:
-                t0 = float(fr.time or 0.0)
-            for r in res.resample(fr):
-                chunks.append(r.to_ndarray().reshape(-1))
+        try:
+            for fr in c.decode(s):
+                if t0 is None:
+                    t0 = float(fr.time or 0.0)
+                for r in res.resample(fr):
+                    chunks.append(r.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as exc:  # corrupt or truncated: keep what decoded
+            logging.getLogger("avsync.offset").warning("%s: stopped reading audio early (%s)", path, exc)
         for r in res.resample(None):
             chunks.append(r.to_ndarray().reshape(-1))
     if not chunks:

@@ -46,8 +46,11 @@ def run(fn: Callable[[], T]) -> T:
     """
     from avsync.errors import AvsyncError
 
+    held = _HeldWarnings()
     try:
-        return fn()
+        result = fn()
+        held.release()
+        return result
     except AvsyncError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -60,6 +63,34 @@ def run(fn: Callable[[], T]) -> T:
             raise
         fail(f"internal error: {type(e).__name__}: {e} (set AVSYNC_DEBUG=1 for the traceback)")
     raise AssertionError("unreachable")
+
+
+class _HeldWarnings:
+    """Collect the library's log warnings during a command.
+
+    They are printed ("avsync: warning: ...") only when the command succeeds, so that a
+    failing command prints exactly one line: its error.
+    """
+
+    def __init__(self) -> None:
+        import logging
+
+        self.records: list[str] = []
+        outer = self
+
+        class _H(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                outer.records.append(record.getMessage())
+
+        self.logger = logging.getLogger("avsync")
+        self.handler = _H(level=logging.WARNING)
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False
+
+    def release(self) -> None:
+        self.logger.removeHandler(self.handler)
+        for m in dict.fromkeys(self.records):
+            sys.stderr.write(f"avsync: warning: {m}\n")
 
 
 def print_json(obj: Any) -> None:
@@ -141,6 +172,10 @@ def _root(
 
 
 def main() -> None:
+    import warnings
+
+    # mediapipe 0.10.14 calls a deprecated protobuf API on every frame: not the user's concern.
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _install_signal_handlers()

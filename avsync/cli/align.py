@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
+from avsync.align import X264_PRESETS
 from avsync.cli._app import app, fail, print_json, rich_progress, run
-
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 def check_common(mode: str | None = None, device: str | None = None, crf: int | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from avsync.errors import InputError
 from avsync.features.landmarks import BODY_JOINTS, L_HIP, L_SHOULDER, R_HIP, R_SHOULDER
 
 GRID = 8  # cells per side of the motion grid
@@ -167,7 +168,7 @@ class MotionGrid:
         g = self.grid
         h, w = gray.shape
         if h < g or w < g:
-            raise ValueError(f"frame {w}x{h} smaller than the {g}x{g} motion grid")
+            raise InputError(f"the picture is {w}x{h} pixels: too small to analyse (need at least {g}x{g})")
         cur = np.asarray(gray[: h // g * g, : w // g * g], dtype=np.float32) * (1.0 / 255.0)
         if self._prev is None or self._prev.shape != cur.shape:
             self._prev = cur
