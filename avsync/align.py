@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +36,11 @@ class AlignOptions:
     device: str = "auto"  # auto | cpu | cuda (learned backends)
     checkpoint: str | None = None  # checkpoint name or path for learned backends (None = default)
     use_dp: bool = True  # smooth the backend output through the monotonic DP (path.py)
+    # Evidence check: the DP's mean confidence on the real pairing must beat its best mean
+    # confidence on NULL_ROLLS unrelated pairings (the same audio rolled by 30/50/70 % of its
+    # length) by this margin, else the source timing is kept and the result says so.
+    # None disables the check (always warp).
+    min_evidence: float | None = 0.1
     overwrite: bool = False  # replace existing outputs
     cache: bool = True  # cache features on disk
 
@@ -72,6 +77,7 @@ class AlignResult:
     confidence_mean: float
     lag_ms: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
     correspondence: Correspondence | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -81,14 +87,23 @@ class AlignResult:
         return d
 
 
+class Measured(NamedTuple):
+    """What :func:`compute_correspondence` measured."""
+
+    corr: Correspondence
+    visual: Any  # VisualFeatures of the video
+    info: Any  # MediaInfo of the video
+    seconds: dict[str, float]  # wall time per stage
+    evidence: dict[str, Any]  # see evidence_check
+
+
 def compute_correspondence(
     video: str | os.PathLike[str],
     audio: str | os.PathLike[str],
     opts: AlignOptions,
     progress: Progress | None = None,
-) -> tuple[Correspondence, Any, Any, dict[str, float]]:
-    """Measure the warp only (no rendering). Returns (correspondence, visual features,
-    media info of the video, seconds per stage)."""
+) -> Measured:
+    """Measure the warp only (no rendering)."""
     from avsync.backends import get_backend
     from avsync.features.extract import extract_audio, extract_visual
     from avsync.media import probe
@@ -126,11 +141,58 @@ def compute_correspondence(
         corr = correspondence(aff, popts, out_rate=fps, n_out=n_out, src_duration=src_dur)
     else:
         # The backend's own answer, row by row (best lag), made monotonic and speed-bounded only.
-        best = np.asarray(aff.lags)[np.argmax(aff.scores, axis=1)]
+        best = np.asarray(aff.lags)[np.argmax(np.nan_to_num(aff.scores, nan=-np.inf), axis=1)]
         raw = PathOptions(max_speed=opts.max_speed, smooth_seconds=0.0)
         corr = src_curve_to_correspondence(aff.times, best, None, raw, fps, n_out, src_dur)
+    evidence: dict[str, Any] = {"checked": False}
+    if opts.min_evidence is not None:
+        evidence = evidence_check(backend, afeat, vfeat, opts, popts)
+        if not evidence["passed"]:
+            t_out = np.arange(n_out) / fps
+            src = np.clip(t_out, 0.0, src_dur) if src_dur else t_out
+            conf = np.full(n_out, float(evidence["confidence"]))
+            corr = Correspondence(src_time=src, rate=fps, confidence=conf)
     secs["path"] = time.perf_counter() - t3
-    return corr, vfeat, vinfo, secs
+    return Measured(corr, vfeat, vinfo, secs, evidence)
+
+
+NULL_ROLLS = (0.3, 0.5, 0.7)
+
+
+def evidence_check(backend: Any, afeat: Any, vfeat: Any, opts: AlignOptions, popts: Any) -> dict[str, Any]:
+    """Does the picture really follow this audio? Compare the DP's mean confidence on the
+    real pairing with its mean confidence on unrelated pairings of the same material (the
+    audio features rolled by 30, 50 and 70 % of their length).
+
+    Returns a dict: checked, passed, confidence (real), null_max, margin.
+    """
+    from avsync.path import viterbi_lags
+
+    def mean_conf(a: Any) -> float:
+        aff = backend.affinity(a, vfeat, opts.max_shift)
+        return float(np.mean(viterbi_lags(aff, popts)[1]))
+
+    real = mean_conf(afeat)
+    nulls = [mean_conf(_roll_audio(afeat, f)) for f in NULL_ROLLS]
+    margin = float(opts.min_evidence or 0.0)
+    return {
+        "checked": True,
+        "passed": bool(real >= max(nulls) + margin),
+        "confidence": round(real, 4),
+        "null_max": round(max(nulls), 4),
+        "margin": margin,
+    }
+
+
+def _roll_audio(afeat: Any, fraction: float) -> Any:
+    from dataclasses import replace
+
+    from avsync.types import Signal
+
+    def r(sig: Signal) -> Signal:
+        return Signal(np.roll(sig.values, int(round(fraction * len(sig))), axis=0), sig.rate, sig.start)
+
+    return replace(afeat, onset=r(afeat.onset), speech=r(afeat.speech), logmel=r(afeat.logmel))
 
 
 def align(
@@ -163,7 +225,13 @@ def align(
     for p in (out, map_path, plot_path):
         check_output(p, opts.overwrite)
 
-    corr, vfeat, vinfo, secs = compute_correspondence(video, audio, opts, progress)
+    corr, vfeat, vinfo, secs, evidence = compute_correspondence(video, audio, opts, progress)
+    note = vfeat.note
+    if evidence.get("checked") and not evidence.get("passed"):
+        note = (f"{note}; " if note else "") + (
+            f"too little evidence that the picture follows this audio (confidence {evidence['confidence']:.2f} vs "
+            f"{evidence['null_max']:.2f} for unrelated audio): kept the source timing "
+            "(--force-warp to warp anyway)")
     t4 = time.perf_counter()
     ftimes = vfeat.frame_times if len(vfeat.frame_times) else src_frame_times(video)
     plan = frame_plan(corr, ftimes)
@@ -183,7 +251,7 @@ def align(
         backend=opts.backend,
         mode=vfeat.mode,
         visual_kind=vfeat.kind,
-        note=vfeat.note,
+        note=note,
         source_fps=float(vinfo.fps),
         output_fps=float(corr.rate),
         n_out=len(plan),
@@ -197,6 +265,7 @@ def align(
             "max": float(np.max(lag) * 1000),
         },
         seconds={k: round(v, 3) for k, v in secs.items()},
+        evidence=evidence,
         correspondence=corr,
     )
     if map_path:

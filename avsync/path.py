@@ -66,6 +66,10 @@ class PathOptions:
     # spread (robust standard deviation of all scores, see affinity_spread). 0 = free
     # changes; larger = stiffer, more constant lag.
     lag_change_penalty: float = 1.5
+    # Prior towards no correction: cost per row per second of |lag|, in units of the spread.
+    # Where the affinity carries evidence it outweighs this; where it carries none (no
+    # events, unrelated picture and sound) the path stays near lag 0 instead of wandering.
+    lag_prior: float = 0.0
     # Fastest allowed picture speed, picture seconds per audio second (2.0 = the picture may
     # skip every other frame). Must be >= 1.
     max_speed: float = 2.0
@@ -93,7 +97,7 @@ class PathOptions:
             raise ValueError(f"max_speed must be >= 1, got {self.max_speed}")
         if not 0.0 <= self.min_speed <= 1.0:
             raise ValueError(f"min_speed must be in [0, 1], got {self.min_speed}")
-        if self.lag_change_penalty < 0 or self.temperature <= 0:
+        if self.lag_change_penalty < 0 or self.temperature <= 0 or self.lag_prior < 0:
             raise ValueError("lag_change_penalty must be >= 0 and temperature > 0")
 
 
@@ -117,6 +121,13 @@ def _check_affinity(aff: Affinity) -> tuple[np.ndarray, float]:
         fill = float(finite.min()) if finite.size else 0.0
         s = np.where(np.isfinite(s), s, fill)
     return s, step
+
+
+def _with_prior(s: np.ndarray, aff: Affinity, opts: PathOptions, spread: float) -> np.ndarray:
+    """Scores minus the lag prior ``lag_prior * spread * |lag|`` (lag in seconds)."""
+    if opts.lag_prior <= 0:
+        return s
+    return s - opts.lag_prior * spread * np.abs(np.asarray(aff.lags, dtype=np.float64))[None, :]
 
 
 def affinity_spread(scores: np.ndarray) -> float:
@@ -186,6 +197,7 @@ def viterbi_lags(aff: Affinity, opts: PathOptions | None = None) -> tuple[np.nda
     s, _ = _check_affinity(aff)
     t_rows, n_lags = s.shape
     spread = affinity_spread(s)
+    s = _with_prior(s, aff, opts, spread)
     jumps = allowed_jumps(aff, opts)
     pen = opts.lag_change_penalty * spread * np.abs(jumps).astype(np.float64)
 
@@ -288,7 +300,8 @@ def lag_posterior(aff: Affinity, opts: PathOptions | None = None) -> np.ndarray:
     """
     opts = opts or PathOptions()
     s, _ = _check_affinity(aff)
-    phi = s / (affinity_spread(s) * opts.temperature)
+    spread = affinity_spread(s)
+    phi = _with_prior(s, aff, opts, spread) / (spread * opts.temperature)
     emit = np.exp(phi - phi.max(axis=1, keepdims=True))
     jumps = allowed_jumps(aff, opts)
     trans = np.exp(-opts.lag_change_penalty * np.abs(jumps) / opts.temperature)

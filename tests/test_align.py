@@ -47,6 +47,7 @@ def test_align_end_to_end_shows_the_right_frames(distorted, tmp_path, monkeypatc
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["n_out"] == n
+    assert summary["evidence"]["passed"], summary["evidence"]
     shown = decode_indices(out)  # original frame index each output frame shows
     assert len(shown) == n
     err = shown - np.arange(n)
@@ -65,6 +66,26 @@ def test_align_end_to_end_shows_the_right_frames(distorted, tmp_path, monkeypatc
     with av.open(str(out)) as c:
         assert c.streams.audio, "reference audio must be muxed"
         assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 10.0) < 0.1
+
+
+def test_align_keeps_source_timing_for_unrelated_audio(distorted, tmp_path, monkeypatch):
+    """Audio from another clip (other event times): the evidence check must refuse to warp."""
+    d, orig, dist, plan, n = distorted
+    monkeypatch.setenv("AVSYNC_CACHE", str(tmp_path / "cache"))
+    other = tmp_path / "other.mp4"
+    write_clip(other, seconds=10.0, fps=25, seed=11)
+    out = tmp_path / "out.mp4"
+    r = subprocess.run(
+        [sys.executable, "-m", "avsync", "align", str(dist), "--audio", str(other), "-o", str(out), "--json",
+         "--max-shift", "1.5"], capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["evidence"]["checked"] and not s["evidence"]["passed"]
+    assert "kept the source timing" in s["note"]
+    shown = decode_indices(out)
+    src_shown = np.searchsorted(plan, shown)  # distorted frame index of what is shown
+    assert np.mean(np.abs(src_shown[:200] - np.arange(200)) <= 1) > 0.95
 
 
 def test_align_refuses_existing_output(distorted, tmp_path):

@@ -196,7 +196,7 @@ def run_bench(
                     if b == "none":
                         shown = np.minimum(k, len(plan) - 1)
                     else:
-                        corr, _, _, secs = compute_correspondence(
+                        corr, _, _, secs, _ = compute_correspondence(
                             dist, clip, AlignOptions(backend=b, max_shift=opts.max_shift, device=opts.device)
                         )
                         shown = frame_plan(corr, dtimes)[:n]

@@ -43,6 +43,8 @@ def align(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = "auto",
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="Use the backend's path as is (no DP).")] = False,
+    force_warp: Annotated[bool, typer.Option(
+        "--force-warp", help="Warp even when the picture shows too little evidence of following the audio.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
@@ -56,6 +58,7 @@ def align(
     opts = AlignOptions(
         backend=backend, mode=mode, max_shift=max_shift, max_speed=max_speed, crf=crf, preset=preset,
         device=device, checkpoint=checkpoint, use_dp=not no_dp, overwrite=overwrite, cache=not no_cache,
+        min_evidence=None if force_warp else AlignOptions.min_evidence,
     )
     with rich_progress(not json_out) as progress:
         result = run(lambda: do_align(video, audio, output, opts, map_path=map_path, plot_path=plot_path,
@@ -84,7 +87,12 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
     s = r.stats
     t.add_row("frames", f"{s['duplicated']} duplicated, {s['dropped']} dropped, "
                         f"{s['consecutive']} consecutive, {s['unique']} unique of {r.n_src} source frames")
-    t.add_row("confidence", f"{r.confidence_mean:.2f} (mean)")
+    ev = r.evidence
+    if ev.get("checked"):
+        verdict = "warped" if ev["passed"] else "[yellow]kept the source timing[/]"
+        t.add_row("confidence", f"{ev['confidence']:.2f} (unrelated audio: {ev['null_max']:.2f}) — {verdict}")
+    else:
+        t.add_row("confidence", f"{r.confidence_mean:.2f} (mean; evidence check off)")
     if r.map_path:
         t.add_row("map", r.map_path)
     if r.plot_path:
