@@ -333,6 +333,7 @@ def _download(entry: Mapping[str, Any], dest: Path, progress: ProgressFn | None)
                 f"checksum mismatch for '{name}': expected {entry['sha256']}, got {got} "
                 "(the download is corrupt or the registry is stale)"
             )
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are world-readable
         os.replace(tmp, dest)
     finally:
         if fd >= 0:
@@ -528,6 +529,7 @@ def save_checkpoint(
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; published files are world-readable
         os.replace(tmp_name, dest)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
@@ -664,6 +666,7 @@ def register_checkpoint(
             os.close(fd)
             try:
                 shutil.copyfile(src, tmp)
+                os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are world-readable
                 os.replace(tmp, target)
             finally:
                 Path(tmp).unlink(missing_ok=True)
@@ -691,6 +694,7 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are world-readable
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
