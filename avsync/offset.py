@@ -55,7 +55,6 @@ verdict is not "cannot tell".
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -89,6 +88,7 @@ class OffsetOptions:
     hop: float | None = None  # window hop, seconds (None = window / 2)
     window_search: float = 1.0  # residual search around the global offset per window, ± s
     device: str = "auto"  # for learned backends: auto | cpu | cuda
+    checkpoint: str | None = None  # for learned backends: checkpoint name or path (None = default)
     refine: bool = True  # sub-ms event refinement when the content allows it
 
 
@@ -180,21 +180,38 @@ def _probe(path: Path) -> tuple[float, float, float]:
         if not c.streams.audio:
             raise CannotMeasure("cannot measure: the clip has no audio stream")
         dur = float(c.duration / 1e6) if c.duration else 0.0
-        v0 = a0 = None
-        with contextlib.suppress(av.error.FFmpegError):
-            for f in c.decode(video=0):
-                v0 = float(f.time or 0.0)
-                break
-        with contextlib.suppress(av.error.FFmpegError):
-            c.seek(0)
-            for f in c.decode(audio=0):
-                a0 = float(f.time or 0.0)
-                break
+        v0 = _first_frame_time(c, c.streams.video[0])
+        c.seek(0)
+        a0 = _first_frame_time(c, c.streams.audio[0])
         if v0 is None:
             raise CannotMeasure("cannot measure: the video stream has no frames")
         if a0 is None:
             raise CannotMeasure("cannot measure: the audio stream decodes to nothing")
     return dur, v0, a0
+
+
+def _decode_skipping(c: Any, stream: Any, path: Path) -> Any:
+    """Decoded frames of ``stream``; packets that fail to decode are skipped (and counted in
+    a warning), a container that stops demuxing ends the stream."""
+    import av
+
+    bad = 0
+    try:
+        for packet in c.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                bad += 1
+    except av.error.FFmpegError as exc:
+        logging.getLogger("avsync.offset").warning("%s: stopped reading early (%s)", path, exc)
+    if bad:
+        logging.getLogger("avsync.offset").warning("%s: skipped %d undecodable packet(s)", path, bad)
+
+
+def _first_frame_time(c: Any, stream: Any) -> float | None:
+    for f in _decode_skipping(c, stream, Path(c.name)):
+        return float(f.time or 0.0)
+    return None
 
 
 def _load_raw_audio(path: Path) -> tuple[np.ndarray, int, float]:
@@ -207,14 +224,11 @@ def _load_raw_audio(path: Path) -> tuple[np.ndarray, int, float]:
         res = av.AudioResampler(format="flt", layout="mono", rate=sr)
         chunks: list[np.ndarray] = []
         t0: float | None = None
-        try:
-            for fr in c.decode(s):
-                if t0 is None:
-                    t0 = float(fr.time or 0.0)
-                for r in res.resample(fr):
-                    chunks.append(r.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as exc:  # corrupt or truncated: keep what decoded
-            logging.getLogger("avsync.offset").warning("%s: stopped reading audio early (%s)", path, exc)
+        for fr in _decode_skipping(c, s, path):
+            if t0 is None:
+                t0 = float(fr.time or 0.0)
+            for r in res.resample(fr):
+                chunks.append(r.to_ndarray().reshape(-1))
         for r in res.resample(None):
             chunks.append(r.to_ndarray().reshape(-1))
     if not chunks:
@@ -403,51 +417,10 @@ def _refine_events(
             "mean": float(np.mean(d_a))}
 
 
-class _FallbackCorrelation:
-    """Minimal onset/motion cross-correlation, used only while no 'classical' backend is
-    registered. Lag grid 100 Hz, parabolic peak interpolation; confidence = peak prominence
-    over the other lags, squashed to [0, 1]."""
-
-    name = "classical"
-
-    def offset(self, audio: Any, visual: Any, max_shift: float) -> Any:
-        from avsync.types import Offset
-
-        rate = 100.0
-        a = audio.onset.resample(rate, start=0.0).values[:, 0].astype(np.float64)
-        v = visual.envelope.resample(rate, start=0.0).values[:, 0].astype(np.float64)
-        a = (a - a.mean()) / (a.std() + 1e-9)
-        v = (v - v.mean()) / (v.std() + 1e-9)
-        n = len(a) + len(v)
-        xc = np.fft.irfft(np.fft.rfft(v, n) * np.conj(np.fft.rfft(a, n)), n)
-        k = int(round(max_shift * rate))
-        lags = np.arange(-k, k + 1)
-        # picture time - audio time = lag: v[t + lag] ~ a[t]
-        vals = xc[lags % n]
-        overlap = np.maximum(1.0, np.minimum(len(a), len(v) - lags) - np.maximum(0, -lags))
-        vals = vals / overlap
-        i = int(np.argmax(vals))
-        frac = 0.0
-        if 0 < i < len(vals) - 1:
-            y0, y1, y2 = vals[i - 1], vals[i], vals[i + 1]
-            den = y0 - 2 * y1 + y2
-            frac = 0.5 * (y0 - y2) / den if den < 0 else 0.0
-        far = np.abs(lags - lags[i]) > 8
-        others = vals[far] if far.any() else vals
-        z = (vals[i] - np.median(others)) / (others.std() + 1e-9)
-        conf = float(1 / (1 + math.exp(-(z - 4.0))))
-        return Offset(seconds=float((lags[i] + frac) / rate), confidence=conf)
-
-
-def _backend(name: str, device: str) -> Any:
+def _backend(name: str, device: str, checkpoint: str | None) -> Any:
     from avsync.backends import get_backend
 
-    try:
-        return get_backend(name, device=device) if device != "auto" else get_backend(name)
-    except InputError:
-        if name == "classical":
-            return _FallbackCorrelation()
-        raise
+    return get_backend(name, device=device, checkpoint=checkpoint)
 
 
 # --------------------------------------------------------------------------- main entry
@@ -497,7 +470,7 @@ def detect_offset(
     if float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < SILENCE_RMS:
         raise CannotMeasure("cannot measure: the audio is silent")
 
-    backend = _backend(opts.backend, opts.device)
+    backend = _backend(opts.backend, opts.device, opts.checkpoint)
     afeat = extract_audio(p)
     vfeat = extract_visual(p, mode=opts.mode, progress=progress)
     fps = float(vfeat.fps)

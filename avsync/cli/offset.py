@@ -27,6 +27,7 @@ def detect_offset_cmd(
     fix_drift: Annotated[bool, typer.Option("--fix-drift", help="With --fix: also cancel the measured drift.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = "auto",
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
 ) -> None:
     """Measure how far CLIP's sound is from its picture (+ = audio leads), its drift, and fix it.
 
@@ -55,7 +56,8 @@ def detect_offset_cmd(
     from avsync.offset import OffsetOptions, detect_offset, plot_offset
     from avsync.remux import write_shifted
 
-    opts = OffsetOptions(backend=backend, mode=mode, max_shift=max_shift, window=window, device=device)
+    opts = OffsetOptions(backend=backend, mode=mode, max_shift=max_shift, window=window, device=device,
+                         checkpoint=checkpoint)
     result = None
     if shift_ms is None or plot_path is not None or not fix:
         with rich_progress(not json_out) as progress:
