@@ -332,7 +332,19 @@ class AlignNetBackend:
         ndarray, shape (N_v,)
             Blend of the overlapping windows' predictions (Hann weights).
         """
+        return self.predict_with_confidence(audio, visual)[0]
+
+    def predict_with_confidence(self, audio: AudioFeatures, visual: VisualFeatures) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`predict`, plus a per-video-frame confidence in [0, 1]: the peakedness
+        (1 − normalised entropy) of the finest level's soft affinity over audio positions.
+
+        Returns
+        -------
+        pos, conf : ndarray, shape (N_v,) each
+        """
         import torch
+
+        from avsync.nn.alignnet import resample_1d
 
         raw = visual_raw(visual, self.kind)
         if raw is None:
@@ -350,6 +362,7 @@ class AlignNetBackend:
         if starts[-1] != n_v - w:
             starts.append(n_v - w)
         acc = np.zeros(n_v)
+        cacc = np.zeros(n_v)
         wsum = np.zeros(n_v)
         taper = np.hanning(w + 2)[1:-1] + 1e-3
         vis_in, aud_in, offs = [], [], []
@@ -362,32 +375,44 @@ class AlignNetBackend:
             for i in range(0, len(starts), 16):
                 v = torch.from_numpy(np.stack(vis_in[i : i + 16])).to(self.device)
                 a = torch.from_numpy(np.stack(aud_in[i : i + 16])).to(self.device)
-                c = self.model(v, a)["corr"].cpu().numpy().astype(np.float64)
+                out = self.model(v, a)
+                c = out["corr"].cpu().numpy().astype(np.float64)
+                aff = out["affinity"].clamp_min(1e-9)
+                ent = -(aff * aff.log()).sum(1) / np.log(aff.shape[1])  # (B, T_1) in [0, 1]
+                peak = resample_1d(1.0 - ent, w).cpu().numpy().astype(np.float64)
                 for k, (s, sa) in enumerate(offs[i : i + 16]):
                     pos = sa + (c[k] + 1.0) * (w - 1) / 2.0
                     acc[s : s + w] += taper * pos
+                    cacc[s : s + w] += taper * peak[k]
                     wsum[s : s + w] += taper
-        return acc / np.maximum(wsum, 1e-9)
+        wsum = np.maximum(wsum, 1e-9)
+        return acc / wsum, np.clip(cacc / wsum, 0.0, 1.0)
 
     def correspondence_raw(self, audio: AudioFeatures, visual: VisualFeatures) -> Correspondence:
         """The network's prediction inverted onto the audio clock, without the DP."""
         fps = float(visual.fps)
-        src = self._picture_frame_per_audio_frame(audio, visual)
-        return Correspondence(src / fps, fps)
+        src, conf = self._picture_frame_per_audio_frame(audio, visual)
+        return Correspondence(src / fps, fps, confidence=conf)
 
-    def _picture_frame_per_audio_frame(self, audio: AudioFeatures, visual: VisualFeatures) -> np.ndarray:
-        pos = self.predict(audio, visual)
+    def _picture_frame_per_audio_frame(self, audio: AudioFeatures, visual: VisualFeatures
+                                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse of the (made monotonic) prediction: picture frame (float) and confidence
+        for every audio frame, shape (N_a,) each."""
+        pos, conf = self.predict_with_confidence(audio, visual)
         fps = float(visual.fps)
         n_a = max(1, int(np.ceil(audio.duration * fps - 1e-6)))
         mono = np.maximum.accumulate(pos)
         mono = mono + np.arange(len(mono)) * 1e-6  # strictly increasing for interpolation
-        return np.interp(np.arange(n_a), mono, np.arange(len(mono), dtype=np.float64))
+        frames = np.arange(len(mono), dtype=np.float64)
+        m = np.interp(np.arange(n_a), mono, frames)
+        return m, np.interp(m, frames, conf)
 
     # -- Backend protocol ------------------------------------------------------------------
 
     def affinity(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> Affinity:
         """Banded scores over lags in ±max_shift: a Gaussian ridge (width ``sigma_frames``)
-        around the network's lag for every audio frame.
+        around the network's lag for every audio frame, as high as the network's confidence
+        there (peakedness of its soft affinity), so unrelated audio gives low ridges.
 
         Returns
         -------
@@ -395,12 +420,12 @@ class AlignNetBackend:
             scores (N_a, 2L+1) in [0, 1], rate = video fps, lags = (−L … L) / fps.
         """
         fps = float(visual.fps)
-        m = self._picture_frame_per_audio_frame(audio, visual)
+        m, conf = self._picture_frame_per_audio_frame(audio, visual)
         lag = m - np.arange(len(m))  # frames; positive = picture later = audio leads
         n_l = max(1, int(round(max_shift * fps)))
         lag = np.clip(lag, -n_l, n_l)
         lags = np.arange(-n_l, n_l + 1, dtype=np.float64)
-        scores = np.exp(-((lags[None, :] - lag[:, None]) ** 2) / (2.0 * self.sigma**2))
+        scores = conf[:, None] * np.exp(-((lags[None, :] - lag[:, None]) ** 2) / (2.0 * self.sigma**2))
         return Affinity(scores.astype(np.float32), lags / fps, fps, 0.0)
 
     def offset(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> Offset:
