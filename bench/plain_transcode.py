@@ -2,6 +2,7 @@
 """Reference for the speed benchmark: a plain PyAV decode + libx264 encode (veryfast, crf 18)."""
 
 import sys
+from fractions import Fraction
 
 import av
 
@@ -14,8 +15,9 @@ def main(src: str, dst: str) -> None:
     o = cout.add_stream("libx264", rate=vs.average_rate)
     o.width, o.height, o.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
     o.options = {"crf": "18", "preset": "veryfast"}
-    for f in cin.decode(vs):
-        f.pts = None
+    tb = Fraction(1) / Fraction(vs.average_rate)
+    for i, f in enumerate(cin.decode(vs)):
+        f.pts, f.time_base = i, tb
         for p in o.encode(f):
             cout.mux(p)
     for p in o.encode(None):

@@ -64,7 +64,10 @@ def measure(cmd: list[str]) -> dict[str, float]:
         "'rss_mib':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024}))"
     )
     out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if res["rc"] != 0:
+        sys.exit(f"bench: {' '.join(cmd[:4])} ... failed with exit code {res['rc']}")
+    return res
 
 
 def speed(media: Path, work: Path, full: bool) -> list[str]:
@@ -114,7 +117,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the 600 s memory run")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--backends", default=None)
-    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--max-clips", type=int, default=None, help="clips per split (default: all held-out, 12 dev)")
     args = ap.parse_args()
     from avsync.bench.data import bbb_splits
     from avsync.bench.protocol import BenchOptions, markdown_table, run_bench
@@ -133,7 +136,8 @@ def main() -> None:
           "training), **held-out** = 401–489 s (never used for tuning or training; the end credits after "
           "~490 s are left out).", ""]
     for split in ("heldout", "dev"):
-        res = run_bench(work / split, backends, BenchOptions(max_clips=args.max_clips))
+        n_clips = args.max_clips if args.max_clips else (None if split == "heldout" else 12)
+        res = run_bench(work / split, backends, BenchOptions(max_clips=n_clips))
         print(f"\n## {split}\n{markdown_table(res)}\nfeatures: {res.features_s_per_min:.1f} s/min", flush=True)
         md += [f"## {split} ({res.n_clips} clips)", "", f"Protocol: {res.protocol}", "", markdown_table(res), "",
                f"Feature extraction (shared by all backends): {res.features_s_per_min:.1f} s per minute of video.", ""]
