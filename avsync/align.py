@@ -35,7 +35,10 @@ class AlignOptions:
     preset: str = "veryfast"  # libx264 preset
     device: str = "auto"  # auto | cpu | cuda (learned backends)
     checkpoint: str | None = None  # checkpoint name or path for learned backends (None = default)
-    use_dp: bool = True  # smooth the backend output through the monotonic DP (path.py)
+    # How the backend's Affinity becomes a Correspondence: "viterbi" (the monotonic lag DP of
+    # path.py), "dtw" (banded DTW, for comparison) or "none" (the best lag row by row, only
+    # made monotonic and speed-bounded: the backend's answer as is).
+    path: str = "viterbi"
     # Evidence check: the DP's mean confidence on the real pairing must beat its best mean
     # confidence on NULL_ROLLS unrelated pairings (the same audio rolled by 30/50/70 % of its
     # length) by this margin, else the source timing is kept and the result says so.
@@ -53,6 +56,8 @@ class AlignOptions:
             raise InputError(f"max_speed must be at least 1 (got {self.max_speed})")
         if not 0 <= int(self.crf) <= 51:
             raise InputError(f"crf must be within 0..51 (got {self.crf})")
+        if self.path not in ("viterbi", "dtw", "none"):
+            raise InputError(f"path must be viterbi, dtw or none (got '{self.path}')")
         if self.preset not in X264_PRESETS:
             raise InputError(f"preset must be one of {', '.join(X264_PRESETS)} (got '{self.preset}')")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
@@ -107,7 +112,7 @@ def compute_correspondence(
     from avsync.backends import get_backend
     from avsync.features.extract import extract_audio, extract_visual
     from avsync.media import probe
-    from avsync.path import PathOptions, correspondence, src_curve_to_correspondence
+    from avsync.path import PathOptions, banded_dtw_correspondence, correspondence, src_curve_to_correspondence
 
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -137,8 +142,10 @@ def compute_correspondence(
     if opts.lag_penalty is not None:
         popts = PathOptions(max_speed=opts.max_speed, lag_change_penalty=opts.lag_penalty)
     src_dur = float(vfeat.frame_times[-1]) + 1.0 / fps if len(vfeat.frame_times) else None
-    if opts.use_dp:
+    if opts.path == "viterbi":
         corr = correspondence(aff, popts, out_rate=fps, n_out=n_out, src_duration=src_dur)
+    elif opts.path == "dtw":
+        corr = banded_dtw_correspondence(aff, popts, out_rate=fps, n_out=n_out, src_duration=src_dur)
     else:
         # The backend's own answer, row by row (best lag), made monotonic and speed-bounded only.
         best = np.asarray(aff.lags)[np.argmax(np.nan_to_num(aff.scores, nan=-np.inf), axis=1)]

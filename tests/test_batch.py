@@ -212,8 +212,8 @@ def test_real_option_dataclasses_accept_their_fields() -> None:
     from avsync.align import AlignOptions
     from avsync.offset import OffsetOptions
 
-    o, _ = b.build_options(AlignOptions, {"max_shift": "1", "use_dp": "0", "checkpoint": "none"}, "align")
-    assert o.max_shift == 1.0 and o.use_dp is False and o.checkpoint is None
+    o, _ = b.build_options(AlignOptions, {"max_shift": "1", "path": "dtw", "checkpoint": "none"}, "align")
+    assert o.max_shift == 1.0 and o.path == "dtw" and o.checkpoint is None
     o, extra = b.build_options(OffsetOptions, {"window": "4", "check": "true"}, "detect-offset", ("check",))
     assert o.window == 4.0 and extra == {"check": "true"}
 

@@ -42,7 +42,8 @@ def align(
     preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = "auto",
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
-    no_dp: Annotated[bool, typer.Option("--no-dp", help="Use the backend's path as is (no DP).")] = False,
+    path: Annotated[str, typer.Option(
+        "--path", help="viterbi (monotonic lag DP) | dtw (banded DTW) | none (backend answer as is).")] = "viterbi",
     force_warp: Annotated[bool, typer.Option(
         "--force-warp", help="Warp even when the picture shows too little evidence of following the audio.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
@@ -50,6 +51,8 @@ def align(
 ) -> None:
     """Re-time VIDEO so that it plays in step with the reference AUDIO; write the result."""
     check_common(mode=mode, device=device, crf=crf, preset=preset, max_shift=max_shift)
+    if path not in ("viterbi", "dtw", "none"):
+        fail(f"--path must be viterbi, dtw or none (got '{path}')")
     if max_speed < 1.0:
         fail(f"--max-speed must be at least 1 (got {max_speed})")
     from avsync.align import AlignOptions
@@ -57,7 +60,7 @@ def align(
 
     opts = AlignOptions(
         backend=backend, mode=mode, max_shift=max_shift, max_speed=max_speed, crf=crf, preset=preset,
-        device=device, checkpoint=checkpoint, use_dp=not no_dp, overwrite=overwrite, cache=not no_cache,
+        device=device, checkpoint=checkpoint, path=path, overwrite=overwrite, cache=not no_cache,
         min_evidence=None if force_warp else AlignOptions.min_evidence,
     )
     with rich_progress(not json_out) as progress:
