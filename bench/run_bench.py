@@ -37,20 +37,17 @@ def media_dir() -> Path:
 
 
 def available_backends() -> list[str]:
-    from avsync.backends import list_backends
+    """classical plus every learned backend whose default checkpoint loads (offline)."""
+    from avsync.backends import get_backend, list_backends
+    from avsync.errors import AvsyncError
 
     names = []
     for b in list_backends():
-        if "align" not in b.tasks and "offset" not in b.tasks:
+        try:
+            get_backend(b.name, device="cpu")
+        except AvsyncError as e:
+            print(f"bench: skipping {b.name}: {e}", flush=True)
             continue
-        if b.trainable:
-            try:
-                from avsync.hub import list_models
-
-                if not any(m.get("backend") == b.name for m in list_models()):
-                    continue
-            except Exception:  # noqa: BLE001 - hub absent: only classical
-                continue
         names.append(b.name)
     return names
 
