@@ -36,13 +36,13 @@ from avsync.types import Signal
 log = logging.getLogger(__name__)
 
 MIN_DETECTION = 0.30  # below this detection rate the person tracks are not used
+PROBE_SEEK = 2.0  # auto probe: seek when the next probe time is this far (s) ahead, else decode on
+PROBE_MAX_DECODE = 12  # auto probe: most frames decoded for one probe
 N_PROBE = 12  # frames looked at by mode='auto'
-PROBE_SEEK = 5.0  # auto probe: seek when the next probe time is this far (s) ahead, else decode on
-PROBE_MAX_DECODE = 400  # auto probe: most frames decoded to reach one probe time
-SPEECH_FACE_SIZE = 0.06
+SPEECH_FACE_SIZE = 0.06  # inter-ocular distance / longest side above which a face "is the subject"
 # auto: a body must be found in this fraction of the probe frames for 'dance' (pose also
 # fires on cartoon characters now and then: Big Buck Bunny gets 3-7 hits out of 12)
-PROBE_BODY = 0.75  # inter-ocular distance / longest side above which a face "is the subject"
+PROBE_BODY = 0.75
 
 
 # --------------------------------------------------------------------------------------
@@ -90,13 +90,16 @@ def _probe_mode(path: str, duration: float) -> tuple[str, dict]:
         start = float(vs.start_time * tb) if vs.start_time is not None else 0.0
         frames = None
         pos = -np.inf  # time of the last decoded frame, relative to start
+        taken: set[int] = set()
         for t in times:
+            # Any frame near t will do. Seek only when t is far ahead (else decode on), and
+            # never decode more than PROBE_MAX_DECODE frames for one probe: decoding forward
+            # from a key frame to t costs up to a whole GOP of full-size frames.
+            frame = None
             try:
                 if frames is None or t - pos > PROBE_SEEK:
-                    # seek lands on the key frame before t; decode forward from there
                     c.seek(int((start + t) / tb), stream=vs, backward=True, any_frame=False)
                     frames = c.decode(vs)
-                frame = None
                 for _ in range(PROBE_MAX_DECODE):
                     frame = next(frames)
                     pos = float(frame.time) - start if frame.time is not None else pos
@@ -104,8 +107,9 @@ def _probe_mode(path: str, duration: float) -> tuple[str, dict]:
                         break
             except (av.error.FFmpegError, StopIteration):
                 frames, frame = None, None
-            if frame is None:
+            if frame is None or frame.pts in taken:
                 continue
+            taken.add(frame.pts)
             w, h = detect_size(frame.width, frame.height)
             rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
             seen += 1
