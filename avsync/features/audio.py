@@ -9,6 +9,8 @@ sample rate (22050 / 100 is not an integer).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from avsync.errors import CannotMeasure
@@ -56,6 +58,32 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / sd if sd > 1e-12 else x).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+
+
+def _mel_power(y: np.ndarray, sr: int, n_fft: int, hop: int, n_mels: int, chunk: int = 2048) -> np.ndarray:
+    """Mel power spectrogram, shape (n_mels, F), of centred Hann-windowed frames (zero padding
+    at the ends), as librosa's ``melspectrogram(center=True, power=2)`` — computed in chunks of
+    frames with numpy's FFT, so memory stays flat on long files."""
+    y = np.asarray(y, dtype=np.float32)
+    yp = np.pad(y, (n_fft // 2, n_fft // 2))
+    n_frames = 1 + (len(yp) - n_fft) // hop
+    win = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    basis = _mel_basis(sr, n_fft, n_mels)
+    out = np.empty((n_mels, n_frames), dtype=np.float32)
+    offs = np.arange(n_fft)[None, :]
+    for a in range(0, n_frames, chunk):
+        b = min(n_frames, a + chunk)
+        frames = yp[offs + hop * np.arange(a, b)[:, None]] * win
+        spec = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        out[:, a:b] = basis @ spec.T.astype(np.float32)
+    return out
+
+
 def _mel_db_frames(y: np.ndarray, sr: int, hop: int, n_mels: int) -> tuple[np.ndarray, int]:
     """Log-mel (dB re the loudest bin, floored at FLOOR_DB), shape (n_mels, F), and n_fft.
 
@@ -64,7 +92,7 @@ def _mel_db_frames(y: np.ndarray, sr: int, hop: int, n_mels: int) -> tuple[np.nd
     import librosa
 
     n_fft = min(N_FFT, max(256, 1 << int(np.floor(np.log2(max(len(y), 256))))))
-    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, center=True, power=2.0)
+    mel = _mel_power(y, sr, n_fft, hop, n_mels)
     return librosa.power_to_db(mel, ref=np.max, top_db=-FLOOR_DB).astype(np.float32), n_fft
 
 
