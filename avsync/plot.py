@@ -45,6 +45,8 @@ def plot_warp(
     if title:
         ax.set_title(title, fontsize=10)
     lag_ms = corr.lag * 1000
+    if truth is not None:
+        ax2.plot(truth.times, truth.lag * 1000, color="tab:green", lw=1, alpha=0.8)
     ax2.plot(t, lag_ms, color="tab:blue", lw=1)
     if corr.confidence is not None:
         c = np.clip(corr.confidence, 0, 1)
