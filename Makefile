@@ -23,7 +23,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check avsync tests
+	$(VENV)/bin/ruff check avsync tests bench examples
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_bench.py

@@ -229,8 +229,8 @@ def align(
             raise InputError(f"no such file: '{p}'")
     if Path(out).resolve() in (Path(video).resolve(), Path(audio).resolve()):
         raise InputError("the output would overwrite an input; choose another -o")
-    for p in (out, map_path, plot_path):
-        check_output(p, opts.overwrite)
+    for o in (out, map_path, plot_path):
+        check_output(o, opts.overwrite)
 
     corr, vfeat, vinfo, secs, evidence = compute_correspondence(video, audio, opts, progress)
     note = vfeat.note
