@@ -27,7 +27,7 @@ Inference
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from avsync.backends import BackendInfo, register
 from avsync.backends.syncnet import (
     N_BANDS,
     SUB,
+    PairTrainable,
     _pair_batch,
     audio_frames,
     band_table,
@@ -46,7 +47,6 @@ from avsync.backends.syncnet import (
     load_net,
     nanmean_cols,
     parabolic,
-    prepare_clip,
     ridge_affinity,
     row_margin,
     shift_scan_error,
@@ -155,7 +155,7 @@ def _avmatch_shift(rng: np.random.Generator, m: int) -> np.ndarray:
     return np.where(rng.random(m) < 0.5, 0, neg)
 
 
-class AVMatchTrainable:
+class AVMatchTrainable(PairTrainable):
     """Match / non-match training of the avmatch CNN in the shared loop.
 
     Pairs from each distorted window: half matching (audio centred on the picture clip's own
@@ -166,20 +166,8 @@ class AVMatchTrainable:
 
     name = "avmatch"
 
-    def __init__(self, mode: str = "general", pairs: int = 16, **model: Any) -> None:
-        self.mode = mode
-        self.kind = "lips" if mode == "speech" else "motion"
-        self.pairs = int(pairs)
-        self.model_opts = model
-
-    def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> Any:
-        return prepare_clip(audio, visual, name, self.kind, audio_frames)
-
     def dims(self, clips: list[Any], opts: Any) -> dict[str, Any]:
-        d = AVMatchDims(input_kind=self.kind, visual_in=int(clips[0].visual.shape[1]))
-        known = {f.name for f in fields(AVMatchDims)}
-        over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_opts.items() if k in known}
-        return AVMatchDims(**{**asdict(d), **over}).to_dict()
+        return self._dims(AVMatchDims, visual_in=int(clips[0].visual.shape[1]))
 
     def make_model(self, dims: dict[str, Any]) -> Any:
         return _make_avmatch(dims_from_dict(AVMatchDims, dims))

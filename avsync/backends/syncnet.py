@@ -558,7 +558,31 @@ def _make_syncnet(dims: SyncNetDims) -> Any:
 # Training
 
 
-class SyncNetTrainable:
+class PairTrainable:
+    """What the pair-based trainables (syncnet, avmatch, wlos) share: the input kind from the
+    mode, clip preparation, and checkpoint dims = the defaults overridden by the model options
+    given to ``avsync train --option``."""
+
+    audio_fn: Callable[..., np.ndarray] = staticmethod(audio_frames)  # audio rows per video frame
+    default_pairs = 16  # pairs per window and step
+
+    def __init__(self, mode: str = "general", pairs: int | None = None, **model: Any) -> None:
+        self.mode = mode
+        self.kind = "lips" if mode == "speech" else "motion"
+        self.pairs = int(self.default_pairs if pairs is None else pairs)
+        self.model_opts = model
+
+    def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> Any:
+        return prepare_clip(audio, visual, name, self.kind, self.audio_fn)
+
+    def _dims(self, dims_cls: Any, **defaults: Any) -> dict[str, Any]:
+        d = dims_cls(input_kind=self.kind, **defaults)
+        known = {f.name for f in fields(dims_cls)}
+        over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_opts.items() if k in known}
+        return dims_cls(**{**asdict(d), **over}).to_dict()
+
+
+class SyncNetTrainable(PairTrainable):
     """Contrastive training of :class:`SyncNetModel` in the shared loop.
 
     From each distorted window, ``pairs`` (picture frame k, audio frame target[k] + d)
@@ -571,20 +595,8 @@ class SyncNetTrainable:
 
     name = "syncnet"
 
-    def __init__(self, mode: str = "general", pairs: int = 16, **model: Any) -> None:
-        self.mode = mode
-        self.kind = "lips" if mode == "speech" else "motion"
-        self.pairs = int(pairs)
-        self.model_opts = model
-
-    def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> Any:
-        return prepare_clip(audio, visual, name, self.kind, audio_frames)
-
     def dims(self, clips: list[Any], opts: Any) -> dict[str, Any]:
-        d = SyncNetDims(input_kind=self.kind, visual_in=int(clips[0].visual.shape[1]))
-        known = {f.name for f in fields(SyncNetDims)}
-        over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.model_opts.items() if k in known}
-        return SyncNetDims(**{**asdict(d), **over}).to_dict()
+        return self._dims(SyncNetDims, visual_in=int(clips[0].visual.shape[1]))
 
     def make_model(self, dims: dict[str, Any]) -> Any:
         return _make_syncnet(dims_from_dict(SyncNetDims, dims))

@@ -26,7 +26,7 @@ Inference
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -34,13 +34,13 @@ import numpy as np
 from avsync.backends import BackendInfo, register
 from avsync.backends.syncnet import (
     SUB,
+    PairTrainable,
     _pair_batch,
     dims_from_dict,
     lag_bins,
     load_net,
     mfcc_frames,
     n_frames,
-    prepare_clip,
     visual_frames,
     visual_input,
     windows,
@@ -119,7 +119,7 @@ def _make_wlos(dims: WLOSDims) -> Any:
 # Training
 
 
-class WLOSTrainable:
+class WLOSTrainable(PairTrainable):
     """C³ pre-training then drift regression, in the shared loop.
 
     Pairs: picture window around frame k, audio window around ``target[k] + d``. Drifts d
@@ -131,23 +131,13 @@ class WLOSTrainable:
     """
 
     name = "wlos"
-
-    def __init__(self, mode: str = "general", pairs: int = 24, **model: Any) -> None:
-        self.mode = mode
-        self.kind = "lips" if mode == "speech" else "motion"
-        self.pairs = int(pairs)
-        self.model_opts = model
-
-    def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> Any:
-        return prepare_clip(audio, visual, name, self.kind, mfcc_frames)
+    audio_fn = staticmethod(mfcc_frames)
+    default_pairs = 24
 
     def dims(self, clips: list[Any], opts: Any) -> dict[str, Any]:
         steps = int(getattr(opts, "steps", 1000))
-        d = WLOSDims(input_kind=self.kind, visual_in=int(clips[0].visual.shape[1]),
-                     pretrain_steps=max(1, min(300, int(0.35 * steps))))
-        known = {f.name for f in fields(WLOSDims)}
-        over = {k: v for k, v in self.model_opts.items() if k in known}
-        return WLOSDims(**{**asdict(d), **over}).to_dict()
+        return self._dims(WLOSDims, visual_in=int(clips[0].visual.shape[1]),
+                          pretrain_steps=max(1, min(300, int(0.35 * steps))))
 
     def make_model(self, dims: dict[str, Any]) -> Any:
         m = _make_wlos(dims_from_dict(WLOSDims, dims))
