@@ -137,7 +137,10 @@ def main() -> None:
         res = run_bench(work / split, backends, BenchOptions(max_clips=n_clips))
         print(f"\n## {split}\n{markdown_table(res)}\nfeatures: {res.features_s_per_min:.1f} s/min", flush=True)
         md += [f"## {split} ({res.n_clips} clips)", "", f"Protocol: {res.protocol}", "", markdown_table(res), "",
-               f"Feature extraction (shared by all backends): {res.features_s_per_min:.1f} s per minute of video.", ""]
+               f"Feature extraction (shared by all backends): {res.features_s_per_min:.1f} s per minute of video, "
+               "with the on-disk feature cache as it stood (near 0 when cached); the speed section below "
+               "measures everything uncached. s/min align = backend + DP (incl. the evidence check) per "
+               "minute; s/min offset = one offset estimate per minute.", ""]
         for r in res.rows:
             for e in r.errors[:3]:
                 md.append(f"- {r.backend} error: {e}")
