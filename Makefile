@@ -15,9 +15,16 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	mkdir -p out
+	@echo "== 1/2: Big Buck Bunny excerpt, picture warped by avsync.warps, aligned back to its sound"
 	$(VENV)/bin/avsync align examples/bbb_distorted.mp4 --audio examples/bbb_excerpt.mp4 \
 		-o out/demo_aligned.mp4 --map out/demo_map.json --plot out/demo_plot.png --overwrite
-	@echo "demo: aligned video -> out/demo_aligned.mp4, warp map -> out/demo_map.json, plot -> out/demo_plot.png"
+	$(PY) examples/check_demo.py out/demo_map.json examples/bbb_distorted.plan.json
+	@echo "== 2/2: synthetic flashes with beeps (random times), picture slowed, frozen, sped up, shifted"
+	$(VENV)/bin/avsync align examples/flashes_distorted.mp4 --audio examples/flashes.mp4 \
+		-o out/demo_flashes_aligned.mp4 --map out/demo_flashes_map.json --plot out/demo_flashes_plot.png --overwrite
+	$(PY) examples/check_demo.py out/demo_flashes_map.json examples/flashes_distorted.plan.json
+	@echo "demo: aligned videos -> out/demo_aligned.mp4, out/demo_flashes_aligned.mp4;"
+	@echo "      warp maps -> out/demo_map.json, out/demo_flashes_map.json; plots -> out/demo_plot.png, out/demo_flashes_plot.png"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

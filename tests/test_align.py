@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.synth import decode_indices, write_clip
+from avsync.synthetic import decode_indices, write_clip
 
 
 @pytest.fixture(scope="module")

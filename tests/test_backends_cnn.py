@@ -221,7 +221,7 @@ def test_wlos_pretrains_as_classifier_then_regresses():
 
 @pytest.fixture(scope="module")
 def synced_clip(tmp_path_factory):
-    from tests.synth import write_clip
+    from avsync.synthetic import write_clip
 
     p = tmp_path_factory.mktemp("cnn") / "clip.mp4"
     write_clip(p, seconds=4.0, fps=25, seed=3)

@@ -421,7 +421,7 @@ def test_avst_infonce_learns_a_synthetic_task() -> None:
 
 @pytest.fixture(scope="module")
 def clip_pair(tmp_path_factory):  # noqa: ANN001, ANN201
-    from tests.synth import write_clip
+    from avsync.synthetic import write_clip
 
     d = tmp_path_factory.mktemp("seq")
     orig, dist = d / "orig.mp4", d / "dist.mp4"

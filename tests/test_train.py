@@ -79,7 +79,7 @@ def test_alignnet_is_registered_trainable() -> None:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.synth import write_clip
+    from avsync.synthetic import write_clip
 
     d = tmp_path_factory.mktemp("train-data")
     for i in range(3):

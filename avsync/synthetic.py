@@ -1,4 +1,4 @@
-"""Synthetic synced clips whose frames carry their own index (for frame-exact assertions).
+"""Synthetic synced clips whose frames carry their own index: for the demo and the tests.
 
 A white box flashes at random (non-periodic) event times, each with a beep in the audio at
 the same instant; a 12-bit barcode strip at the bottom encodes the frame index, so a decoded
