@@ -606,11 +606,10 @@ def _words(seconds: float) -> str:
 
 def plot_offset(result: OffsetResult, path: str | os.PathLike[str]) -> None:
     """Offset over time (ms, + = audio leads) with the ITU window shaded; atomic PNG."""
-    from avsync.outputs import write_atomic
-    from avsync.plot import _pyplot
+    from avsync.plot import pyplot, save_figure
     from avsync.types import ITU_LAG, ITU_LEAD
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     t = np.array([w[0] for w in result.windows], dtype=float)
     o = np.array([w[1] for w in result.windows], dtype=float) * 1000
@@ -635,11 +634,4 @@ def plot_offset(result: OffsetResult, path: str | os.PathLike[str]) -> None:
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-
-    def _w(tmp: str) -> None:
-        fig.savefig(tmp, dpi=110, format="png")
-
-    try:
-        write_atomic(path, _w)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)

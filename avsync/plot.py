@@ -10,7 +10,21 @@ from avsync.outputs import write_atomic
 from avsync.types import Correspondence
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def save_figure(fig, path: str | os.PathLike[str], dpi: int = 110) -> None:  # type: ignore[no-untyped-def]
+    """Write ``fig`` as a PNG atomically (temp file, then rename) and close it, whatever happens."""
+    plt = pyplot()
+
+    def _w(tmp: str) -> None:
+        fig.savefig(tmp, dpi=dpi, format="png")
+
+    try:
+        write_atomic(path, _w)
+    finally:
+        plt.close(fig)
+
+
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +45,7 @@ def plot_warp(
     Top: the warp (source time vs output/audio time). Bottom: the lag (picture − audio, ms;
     positive = audio leads) with per-frame confidence as shading.
     """
-    plt = _pyplot()
+    plt = pyplot()
     t = corr.times
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, height_ratios=[3, 2])
     lo, hi = float(min(t.min(), corr.src_time.min())), float(max(t.max(), corr.src_time.max()))
@@ -59,11 +73,4 @@ def plot_warp(
     ax2.set_xlabel("output / audio time [s]")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-
-    def _w(tmp: str) -> None:
-        fig.savefig(tmp, dpi=110, format="png")
-
-    try:
-        write_atomic(path, _w)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)

@@ -763,12 +763,9 @@ def time_map_json(result: RetargetResult) -> dict[str, Any]:
 
 def plot_retarget(result: RetargetResult, path: str | os.PathLike[str], *, title: str = "") -> None:
     """Both beat trains (before and after) and the warp, as a PNG (written atomically)."""
-    import matplotlib
+    from avsync.plot import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from avsync.outputs import write_atomic
+    plt = pyplot()
 
     tau = result.unwrapped
     assert tau is not None and result.visual_beats is not None and result.music_beats is not None
@@ -816,11 +813,4 @@ def plot_retarget(result: RetargetResult, path: str | os.PathLike[str], *, title
     axs.set_xlabel("output time [s] (music time − start)")
     axs.grid(alpha=0.3)
     fig.tight_layout()
-
-    def _w(tmp: str) -> None:
-        fig.savefig(tmp, dpi=100, format="png")
-
-    try:
-        write_atomic(path, _w)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100)
