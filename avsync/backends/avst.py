@@ -31,7 +31,7 @@ import numpy as np
 from avsync.backends import BackendInfo, register
 from avsync.backends.tae import (
     AUDIO_IN,
-    MODE_KIND,
+    SeqTrainable,
     audio_frames,
     audio_input,
     kind_for,
@@ -208,7 +208,7 @@ def shifted_pairs(plan: np.ndarray, n: int, length: int, shifts: np.ndarray,
     return m0, np.clip(idx, 0, n - 1)
 
 
-class AVSTTrainable:
+class AVSTTrainable(SeqTrainable):
     """AVST for :func:`avsync.train.loop.train` (InfoNCE over shifts of the same clip).
 
     Per loop sample: one visual window of a random length (``min_seconds`` … ``window_seconds``,
@@ -227,23 +227,11 @@ class AVSTTrainable:
     name = "avst"
 
     def __init__(self, mode: str = "general", **model: Any) -> None:
-        if mode not in MODE_KIND:
-            raise InputError(f"unknown mode '{mode}' for avst (general, dance or speech)")
-        self.mode = mode
-        self.kind = MODE_KIND[mode]
-        self.model_opts = model
+        super().__init__(mode, **model)
         self.d: dict[str, Any] | None = None
 
-    def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> ClipArrays | None:
-        raw = visual_raw(visual, self.kind)
-        if raw is None:
-            return None
-        return ClipArrays(name, audio_frames(audio, visual.fps, len(raw)), raw, float(visual.fps),
-                          visual_is_diff=self.kind == "motion")
-
     def dims(self, clips: list[ClipArrays], opts: Any) -> dict[str, Any]:
-        fps = float(np.median([c.fps for c in clips])) if clips else 25.0
-        vin = 2 * int(clips[0].visual.shape[1]) if clips else 128
+        fps, vin = self.clip_shape(clips)
         return default_dims(vin, self.kind, fps, **self.model_opts)
 
     def make_model(self, dims: dict[str, Any]) -> Any:

@@ -328,7 +328,35 @@ def window_targets(plan: np.ndarray, n: int, n_a: int, n_v: int, rng: np.random.
     return a0, v0, t
 
 
-class TAETrainable:
+class SeqTrainable:
+    """What the sequence trainables (tae, avst) share: the visual kind from the mode, clip
+    preparation, and the (frame rate, visual input width) their dims derive from."""
+
+    name = ""
+
+    def __init__(self, mode: str = "general", **model: Any) -> None:
+        if mode not in MODE_KIND:
+            raise InputError(f"unknown mode '{mode}' for {self.name} (general, dance or speech)")
+        self.mode = mode
+        self.kind = MODE_KIND[mode]
+        self.model_opts = model
+
+    def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> ClipArrays | None:
+        raw = visual_raw(visual, self.kind)
+        if raw is None:
+            return None
+        return ClipArrays(name, audio_frames(audio, visual.fps, len(raw)), raw, float(visual.fps),
+                          visual_is_diff=self.kind == "motion")
+
+    @staticmethod
+    def clip_shape(clips: list[ClipArrays]) -> tuple[float, int]:
+        """(median fps, visual input width: value and change per frame) of the training clips."""
+        fps = float(np.median([c.fps for c in clips])) if clips else 25.0
+        vin = 2 * int(clips[0].visual.shape[1]) if clips else 128
+        return fps, vin
+
+
+class TAETrainable(SeqTrainable):
     """The temporal autoencoder for :func:`avsync.train.loop.train`.
 
     Each loop sample (a randomly warped window) gives ``per_sample`` (1 s audio, 3 s video)
@@ -348,24 +376,12 @@ class TAETrainable:
     name = "tae"
 
     def __init__(self, mode: str = "general", per_sample: int = 4, **model: Any) -> None:
-        if mode not in MODE_KIND:
-            raise InputError(f"unknown mode '{mode}' for tae (general, dance or speech)")
-        self.mode = mode
-        self.kind = MODE_KIND[mode]
+        super().__init__(mode, **model)
         self.per_sample = int(per_sample)
-        self.model_opts = model
         self._n: tuple[int, int] | None = None
 
-    def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> ClipArrays | None:
-        raw = visual_raw(visual, self.kind)
-        if raw is None:
-            return None
-        return ClipArrays(name, audio_frames(audio, visual.fps, len(raw)), raw, float(visual.fps),
-                          visual_is_diff=self.kind == "motion")
-
     def dims(self, clips: list[ClipArrays], opts: Any) -> dict[str, Any]:
-        fps = float(np.median([c.fps for c in clips])) if clips else 25.0
-        vin = 2 * int(clips[0].visual.shape[1]) if clips else 128
+        fps, vin = self.clip_shape(clips)
         return default_dims(fps, vin, self.kind, **self.model_opts)
 
     def make_model(self, dims: dict[str, Any]) -> Any:
