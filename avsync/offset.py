@@ -541,7 +541,13 @@ def detect_offset(
     if ref is not None and abs(ref["offset"] - off) <= 1.5 / fps + abs(ref["drift"]) * vdur:
         method = "events"
         notes.append(f"timed on {int(ref['n'])} sharp flash/beep events (sub-ms)")
-        off = ref["mean"] if ref["drift"] != 0.0 else ref["offset"]
+        refined = ref["mean"] if ref["drift"] != 0.0 else ref["offset"]
+        # The envelope correlation's bias (onset-detector latency, frame quantisation) is the
+        # same in every window: correct the windows by what the events measured for the clip.
+        if windows:
+            shift = refined - float(np.median([o for _, o, _ in windows]))
+            windows = [(s, o + shift, c) for s, o, c in windows]
+        off = refined
         if ref["drift"] != 0.0:
             drift, offset0 = ref["drift"], ref["offset"]
             drift_significant = abs(drift) * 60000 >= DRIFT_MS_PER_MIN
