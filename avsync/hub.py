@@ -479,6 +479,43 @@ def _plain(value: Any, where: str) -> Any:
     raise ModelError(f"cannot store {where} in a checkpoint: {type(value).__name__} is not a plain value")
 
 
+def build_model(
+    checkpoint: str | None,
+    *,
+    backend: str,
+    default: str,
+    make: Callable[[Any], Any],
+    tiny_dims: Any,
+    device: str = "cpu",
+    parse_dims: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The network of a learned backend, ready for inference.
+
+    ``checkpoint`` (or ``default`` when None) names a registry entry or a file; the tiny test
+    model name builds ``make(tiny_dims)`` with seeded random weights (``torch.manual_seed(0)``)
+    and never downloads. Otherwise the checkpoint is resolved and verified through the hub, its
+    dims (``parse_dims(ck["dims"])`` when given) build the network and its weights are loaded.
+
+    Returns
+    -------
+    (model in eval mode on ``device``, dims, checkpoint dict — empty for the tiny model)
+    """
+    import torch
+
+    name = checkpoint or default
+    ck: dict[str, Any] = {}
+    if is_tiny(name):
+        torch.manual_seed(0)
+        dims = tiny_dims
+        model = make(dims)
+    else:
+        ck = load_checkpoint(name, map_location=device, backend=backend)
+        dims = parse_dims(ck["dims"]) if parse_dims is not None else ck["dims"]
+        model = make(dims)
+        model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval(), dims, ck
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     backend: str,

@@ -298,25 +298,17 @@ class AlignNetBackend:
         import torch
 
         from avsync.device import resolve_device
-        from avsync.hub import is_tiny, load_checkpoint
+        from avsync.hub import build_model
         from avsync.nn.alignnet import AlignNet, AlignNetDims
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        name = checkpoint or DEFAULT_CHECKPOINT["motion"]
-        if is_tiny(name):
-            dims = AlignNetDims(point_tie=tie_from_pairs(GRID * GRID, grid_pairs()))
-            torch.manual_seed(0)
-            self.model = AlignNet(dims)
-            self.window = 240
-        else:
-            ck = load_checkpoint(name, map_location=self.device, backend="alignnet")
-            dims = AlignNetDims.from_dict(ck["dims"])
-            self.model = AlignNet(dims)
-            self.model.load_state_dict(ck["state_dict"])
-            self.window = int(ck["config"].get("window_frames", 240))
-        self.model.to(self.device).eval()
+        self.model, dims, ck = build_model(
+            checkpoint, backend="alignnet", default=DEFAULT_CHECKPOINT["motion"], make=AlignNet,
+            tiny_dims=AlignNetDims(point_tie=tie_from_pairs(GRID * GRID, grid_pairs())), device=self.device,
+            parse_dims=AlignNetDims.from_dict)
+        self.window = int(ck.get("config", {}).get("window_frames", 240))
         self.dims = dims
         self.kind = dims.input_kind
         self.sigma = float(sigma_frames)

@@ -388,22 +388,14 @@ class AVSTBackend:
         import torch
 
         from avsync.device import resolve_device
-        from avsync.hub import is_tiny, load_checkpoint
+        from avsync.hub import build_model
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        name = checkpoint or DEFAULT_CHECKPOINT
-        if is_tiny(name):
-            dims = default_dims(128, "motion", 25.0, d_model=32, heads=2, layers=1, ff=64)
-            torch.manual_seed(0)
-            self.model = make_net(dims)
-        else:
-            ck = load_checkpoint(name, map_location=self.device, backend="avst")
-            dims = ck["dims"]
-            self.model = make_net(dims)
-            self.model.load_state_dict(ck["state_dict"])
-        self.model.to(self.device).eval()
+        self.model, dims, _ = build_model(
+            checkpoint, backend="avst", default=DEFAULT_CHECKPOINT, make=make_net, device=self.device,
+            tiny_dims=default_dims(128, "motion", 25.0, d_model=32, heads=2, layers=1, ff=64))
         self.dims = dims
         self.kind = str(dims.get("kind", "motion"))
         self.fps = float(dims["fps"])

@@ -346,26 +346,13 @@ def load_net(
     -------
     (model in eval mode, dims, checkpoint metrics, resolved device)
     """
-    import torch
-
     from avsync.device import resolve_device
-    from avsync.hub import is_tiny, load_checkpoint
+    from avsync.hub import build_model
 
     dev = resolve_device(device)
-    name = checkpoint or default
-    if is_tiny(name):
-        torch.manual_seed(0)
-        dims = tiny
-        model = make(dims)
-        metrics: dict[str, Any] = {}
-    else:
-        ck = load_checkpoint(name, map_location=dev, backend=backend)
-        dims = dims_from_dict(dims_cls, ck["dims"])
-        model = make(dims)
-        model.load_state_dict(ck["state_dict"])
-        metrics = dict(ck.get("metrics") or {})
-    model.to(dev).eval()
-    return model, dims, metrics, dev
+    model, dims, ck = build_model(checkpoint, backend=backend, default=default, make=make, tiny_dims=tiny,
+                                  device=dev, parse_dims=lambda d: dims_from_dict(dims_cls, d))
+    return model, dims, dict(ck.get("metrics") or {}), dev
 
 
 def embed_chunks(fn: Callable[[Any], Any], x: np.ndarray, device: str, chunk: int = 512) -> np.ndarray:

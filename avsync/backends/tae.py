@@ -619,22 +619,14 @@ class TAEBackend:
         import torch
 
         from avsync.device import resolve_device
-        from avsync.hub import is_tiny, load_checkpoint
+        from avsync.hub import build_model
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        name = checkpoint or DEFAULT_CHECKPOINT
-        if is_tiny(name):
-            dims = default_dims(25.0, 128, "motion", emb=16, width=32, hidden=32)
-            torch.manual_seed(0)
-            self.model = make_net(dims)
-        else:
-            ck = load_checkpoint(name, map_location=self.device, backend="tae")
-            dims = ck["dims"]
-            self.model = make_net(dims)
-            self.model.load_state_dict(ck["state_dict"])
-        self.model.to(self.device).eval()
+        self.model, dims, _ = build_model(
+            checkpoint, backend="tae", default=DEFAULT_CHECKPOINT, make=make_net, device=self.device,
+            tiny_dims=default_dims(25.0, 128, "motion", emb=16, width=32, hidden=32))
         self.dims = dims
         self.kind = str(dims.get("kind", "motion"))
         self.fps = float(dims["fps"])
