@@ -92,6 +92,13 @@ def protocol_text(opts: BenchOptions) -> str:
     )
 
 
+def split_backend(spec: str) -> tuple[str, str | None]:
+    """'alignnet' → ('alignnet', None); 'alignnet:my.pt' → ('alignnet', 'my.pt') — a backend with
+    a checkpoint of your own (a registry name or a path)."""
+    name, _, ckpt = spec.partition(":")
+    return name, (ckpt or None)
+
+
 def list_clips(data_dir: str | os.PathLike[str]) -> list[Path]:
     exts = {".mp4", ".mkv", ".mov", ".avi", ".webm"}
     return sorted(p for p in Path(data_dir).rglob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
@@ -168,7 +175,8 @@ def run_bench(
     total_minutes = 0.0
     models = {}
     for b in backends:
-        models[b] = get_backend(b, device=opts.device)
+        name, ckpt = split_backend(b)
+        models[b] = get_backend(name, device=opts.device, checkpoint=ckpt)
 
     def add(b: str, k: str, v: Any) -> None:
         acc[b].setdefault(k, []).append(v)
@@ -178,8 +186,13 @@ def run_bench(
         if progress:
             progress("bench", ci, steps)
         t0 = time.perf_counter()
-        afeat = extract_audio(clip)
-        vfeat = extract_visual(clip, "auto")
+        try:
+            afeat = extract_audio(clip)
+            vfeat = extract_visual(clip, "auto")
+        except AvsyncError as e:  # not a usable synced clip: say so on every row, go on
+            for b in names:
+                acc[b].setdefault("errors", []).append(f"{clip.name}: skipped: {e}")
+            continue
         feat_time += time.perf_counter() - t0
         fps = float(vfeat.fps)
         n = len(vfeat.frame_times)
@@ -197,7 +210,8 @@ def run_bench(
                         shown = np.minimum(k, len(plan) - 1)
                     else:
                         corr, _, _, secs, _ = compute_correspondence(
-                            dist, clip, AlignOptions(backend=b, max_shift=opts.max_shift, device=opts.device)
+                            dist, clip, AlignOptions(backend=split_backend(b)[0], checkpoint=split_backend(b)[1],
+                                                     max_shift=opts.max_shift, device=opts.device)
                         )
                         shown = frame_plan(corr, dtimes)[:n]
                         add(b, "sec", secs.get("backend", 0) + secs.get("path", 0))

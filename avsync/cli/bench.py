@@ -13,7 +13,8 @@ from avsync.cli._app import app, fail, print_json, rich_progress, run
 @app.command()
 def bench(
     data_dir: Annotated[Path, typer.Argument(help="Folder of synced clips (video with its own audio).")],
-    backend: Annotated[str, typer.Option(help="Comma-separated backends to compare.")] = "classical",
+    backend: Annotated[str, typer.Option(
+        help="Comma-separated backends to compare; NAME:CHECKPOINT benches a checkpoint of your own.")] = "classical",
     seed: Annotated[int, typer.Option(help="Seed of the random distortions and shifts.")] = 0,
     max_clips: Annotated[int | None, typer.Option("--max-clips", help="Use only the first N clips.")] = None,
     protocol: Annotated[str, typer.Option(help="all | nonuniform | offset.")] = "all",
