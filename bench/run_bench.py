@@ -110,6 +110,10 @@ def speed(media: Path, work: Path, full: bool) -> list[str]:
 
 
 def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
+    os.environ.setdefault("GLOG_minloglevel", "2")
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the 600 s memory run")
     ap.add_argument("--no-speed", action="store_true")
