@@ -83,3 +83,12 @@ def test_markdown_table_marks_missing_values():
     lines = markdown_table(res).splitlines()
     assert lines[2].startswith("| none | 2.00 | 0.500 | 0.250 |")
     assert lines[3].startswith("| x | — | — | — |")
+
+
+def test_markdown_table_has_one_separator_per_column():
+    from avsync.bench.protocol import BackendRow, BenchResult
+
+    res = BenchResult(data_dir="d", n_clips=1, options={}, protocol="p", rows=[BackendRow("x", 1)],
+                      features_s_per_min=1.0)
+    head, sep, row = markdown_table(res).splitlines()
+    assert head.count("|") == sep.count("|") == row.count("|")

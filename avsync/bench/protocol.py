@@ -282,7 +282,7 @@ def run_bench(
 def markdown_table(res: BenchResult) -> str:
     head = ("| backend | AFE (frames) ↓ | ITU acc ↑ | ±1 frame ↑ | dup | del | cons | uniq | "
             "offset ±1 frame ↑ | grid Acc@1 ↑ | s/min align ↓ | s/min offset ↓ |")
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 12]
     for r in res.rows:
         def f(x: float, p: str = ".3f") -> str:
             return "—" if x != x else format(x, p)
