@@ -54,7 +54,7 @@ def test_bench_cli_end_to_end(tmp_path):
     md = tmp_path / "table.md"
     res = _bench(data, tmp_path, "--backend", "classical,syncnet:tiny-test", "--markdown", str(md))
     rows = {row["backend"]: row for row in res["rows"]}
-    assert list(rows) == ["none", "classical", "syncnet:tiny-test"]
+    assert list(rows) == ["none", "classical", "syncnet:tiny-test", "soundtrack"]
     assert res["n_clips"] == 3 and "seed 0" in res["protocol"]
     assert any("no_sound.mp4: skipped" in e for e in rows["classical"]["errors"])
     none, cl = rows["none"], rows["classical"]
@@ -62,6 +62,9 @@ def test_bench_cli_end_to_end(tmp_path):
     assert np.isfinite(cl["afe"]) and 0.0 <= cl["itu"] <= 1.0
     # Global offsets on clear, sharp events: the classical backend gets nearly all of them.
     assert cl["offset_acc1f"] >= 0.8 and cl["grid_acc1"] >= 0.8
+    # The distorted copy carrying its own (warped) beeps, aligned audio to audio.
+    st = rows["soundtrack"]
+    assert st["itu"] >= 0.85 and st["afe"] < 1.0, st
     for row in rows.values():
         assert row["unique"] >= 100  # the four frame criteria are filled in
     assert np.isfinite(rows["syncnet:tiny-test"]["offset_acc1f"])

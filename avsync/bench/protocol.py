@@ -13,7 +13,10 @@
         early means the audio lags; ITU-R BT.1359 allows 125 ms of lag and 45 ms of lead);
       - ±1: fraction with |d| ≤ 1;
       - the four frame criteria of the output plan (duplicated, dropped, consecutive, unique).
-    The row ``none`` is the distorted video left as it is.
+    The row ``none`` is the distorted video left as it is. The row ``soundtrack`` repeats the
+    protocol with the distorted file carrying the clip's own soundtrack played along the same
+    warp (varispeed) and aligned by that soundtrack (``--sync-by soundtrack``): audio against
+    audio, the case of a video that recorded its own sound.
 (b) Global offset: the clip's audio features are shifted against its picture by random
     shifts within ±15 frames (speech protocol) and by every step of the in-the-wild grid
     (−2 s .. +2 s in 0.2 s steps); each backend's offset estimate is scored by accuracy within
@@ -41,6 +44,9 @@ GRID = tuple(round(x, 1) for x in np.arange(-2.0, 2.0001, 0.2))
 class BenchOptions:
     seed: int = 0  # everything random derives from this
     nonuniform: bool = True  # run protocol (a)
+    # protocol (a) again with the distorted file carrying its own soundtrack, warped with its
+    # picture, aligned by that soundtrack (row "soundtrack")
+    soundtrack: bool = True
     offset: bool = True  # run protocol (b)
     random_shifts: int = 4  # random ±15-frame shifts per clip in (b)
     max_shift: float = 2.0  # lag search range for align, seconds
@@ -82,12 +88,16 @@ class BenchResult:
         return d
 
 
+SOUNDTRACK_TEXT = " (row soundtrack: the file also carries its own soundtrack, warped with it, and is aligned by it)"
+
+
 def protocol_text(opts: BenchOptions) -> str:
     return (
         f"seed {opts.seed}; (a) non-uniform: per clip a random monotonic warp, alternating AlignNet-style "
         f"speed changes 0.6x-1.6x with freezes/skips/global shift (|displacement| <= 1 s) and TAE-style "
         f"drops/duplicates (<= 25 frames displacement, <= 4 repeats), rendered to a real file and aligned "
-        f"with max_shift {opts.max_shift} s; scored on moving frames. (b) offset: {opts.random_shifts} random "
+        f"with max_shift {opts.max_shift} s; scored on moving frames"
+        f"{SOUNDTRACK_TEXT if opts.soundtrack else ''}. (b) offset: {opts.random_shifts} random "
         f"shifts within +-15 frames per clip and the grid -2..+2 s step 0.2 s, search +-{opts.offset_max_shift} s."
     )
 
@@ -133,17 +143,44 @@ def _moving_mask(vfeat: Any, n: int) -> np.ndarray:
     return e > 0.1 * np.median(nz)
 
 
-def _distorted(clip: Path, idx: int, n: int, fps: float, seed: int, work: Path) -> tuple[Path, np.ndarray]:
+def render_distorted(clip: str | os.PathLike[str], plan: np.ndarray, fps: float, out: str | os.PathLike[str],
+                     soundtrack: bool = False, crf: int = 20, preset: str = "ultrafast") -> None:
+    """Write ``clip``'s picture re-timed by ``plan`` (frame m shows original frame plan[m]).
+
+    Without ``soundtrack`` the file has no audio; with it, it carries the clip's own audio
+    played along the same plan (varispeed, :func:`avsync.soundtrack.warp_audio`), as a
+    recording whose clock wandered would.
+    """
+    import tempfile
+
+    from scipy.io import wavfile
+
+    from avsync.media import load_audio
     from avsync.render import render
+    from avsync.soundtrack import warp_audio
+
+    if not soundtrack:
+        render(clip, plan, fps, out, audio_path=None, crf=crf, preset=preset, overwrite=True)
+        return
+    sr = 44100
+    y = warp_audio(load_audio(clip, sr=sr), sr, plan, fps)
+    with tempfile.TemporaryDirectory(prefix="avsync-distort-") as tmp:
+        wav = Path(tmp) / "soundtrack.wav"
+        wavfile.write(wav, sr, (np.clip(y, -1.0, 1.0) * 32767).astype(np.int16))
+        render(clip, plan, fps, out, audio_path=wav, crf=crf, preset=preset, overwrite=True)
+
+
+def _distorted(clip: Path, idx: int, n: int, fps: float, seed: int, work: Path,
+               soundtrack: bool = False) -> tuple[Path, np.ndarray]:
     from avsync.warps import random_warp, tae_warp
 
     rng = np.random.default_rng([seed, idx])
     plan = random_warp(n, fps, rng) if idx % 2 == 0 else tae_warp(n, rng)
     plan = np.asarray(plan, dtype=np.int64)
     key = hashlib.sha256(f"{clip.resolve()}|{clip.stat().st_size}|{seed}|{idx}".encode()).hexdigest()[:16]
-    out = work / f"{clip.stem}_{key}.mp4"
+    out = work / f"{clip.stem}_{key}{'_st' if soundtrack else ''}.mp4"
     if not out.exists():
-        render(clip, plan, fps, out, audio_path=None, crf=20, preset="ultrafast", overwrite=True)
+        render_distorted(clip, plan, fps, out, soundtrack=soundtrack)
     return out, plan
 
 
@@ -170,6 +207,8 @@ def run_bench(
     work = Path(opts.work_dir) if opts.work_dir else cache_dir() / "bench"
     work.mkdir(parents=True, exist_ok=True)
     names = ["none", *backends] if opts.nonuniform else list(backends)
+    if opts.nonuniform and opts.soundtrack:
+        names.append("soundtrack")
     acc: dict[str, dict[str, list[Any]]] = {b: {} for b in names}
     feat_time = 0.0
     total_minutes = 0.0
@@ -208,11 +247,20 @@ def run_bench(
                     t1 = time.perf_counter()
                     if b == "none":
                         shown = np.minimum(k, len(plan) - 1)
+                    elif b == "soundtrack":
+                        dist_st, _ = _distorted(clip, ci, n, fps, opts.seed, work, soundtrack=True)
+                        m = compute_correspondence(dist_st, clip, AlignOptions(
+                            sync_by="soundtrack", max_shift=opts.max_shift, device=opts.device))
+                        corr, secs = m.corr, m.seconds
+                        shown = frame_plan(corr, dtimes)[:n]
+                        add(b, "sec", secs.get("soundtrack", 0) + secs.get("path", 0))
+                        add(b, "min", minutes)
                     else:
-                        corr, _, _, secs, _ = compute_correspondence(
+                        m = compute_correspondence(
                             dist, clip, AlignOptions(backend=split_backend(b)[0], checkpoint=split_backend(b)[1],
-                                                     max_shift=opts.max_shift, device=opts.device)
+                                                     max_shift=opts.max_shift, device=opts.device, sync_by="picture")
                         )
+                        corr, secs = m.corr, m.seconds
                         shown = frame_plan(corr, dtimes)[:n]
                         add(b, "sec", secs.get("backend", 0) + secs.get("path", 0))
                         add(b, "min", minutes)

@@ -44,6 +44,9 @@ def align(
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
     path: Annotated[str, typer.Option(
         "--path", help="viterbi (monotonic lag DP) | dtw (banded DTW) | none (backend answer as is).")] = "viterbi",
+    sync_by: Annotated[str, typer.Option(
+        "--sync-by", help="auto | picture | soundtrack: follow the picture, or the video's own audio track "
+                          "matched to the reference (auto: the soundtrack when it clearly matches).")] = "auto",
     force_warp: Annotated[bool, typer.Option(
         "--force-warp", help="Warp even when the picture shows too little evidence of following the audio.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
@@ -53,6 +56,8 @@ def align(
     check_common(mode=mode, device=device, crf=crf, preset=preset, max_shift=max_shift)
     if path not in ("viterbi", "dtw", "none"):
         fail(f"--path must be viterbi, dtw or none (got '{path}')")
+    if sync_by not in ("auto", "picture", "soundtrack"):
+        fail(f"--sync-by must be auto, picture or soundtrack (got '{sync_by}')")
     if max_speed < 1.0:
         fail(f"--max-speed must be at least 1 (got {max_speed})")
     from avsync.align import AlignOptions
@@ -61,7 +66,7 @@ def align(
     opts = AlignOptions(
         backend=backend, mode=mode, max_shift=max_shift, max_speed=max_speed, crf=crf, preset=preset,
         device=device, checkpoint=checkpoint, path=path, overwrite=overwrite, cache=not no_cache,
-        min_evidence=None if force_warp else AlignOptions.min_evidence,
+        min_evidence=None if force_warp else AlignOptions.min_evidence, sync_by=sync_by,
     )
     with rich_progress(not json_out) as progress:
         result = run(lambda: do_align(video, audio, output, opts, map_path=map_path, plot_path=plot_path,
@@ -81,7 +86,10 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
     c = Console()
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_row("output", f"{r.output}  ({r.n_out} frames at {r.output_fps:.3f} fps, {r.audio_duration:.2f} s)")
-    t.add_row("backend", f"{r.backend}; visual features: {r.visual_kind} ({r.mode})")
+    if r.sync_by == "soundtrack":
+        t.add_row("followed", "the video's own soundtrack, matched to the reference audio")
+    else:
+        t.add_row("backend", f"{r.backend}; visual features: {r.visual_kind} ({r.mode})")
     if r.note:
         t.add_row("note", r.note)
     lag = r.lag_ms
@@ -91,7 +99,10 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
     t.add_row("frames", f"{s['duplicated']} duplicated, {s['dropped']} dropped, "
                         f"{s['consecutive']} consecutive, {s['unique']} unique of {r.n_src} source frames")
     ev = r.evidence
-    if ev.get("checked"):
+    if ev.get("checked") and ev.get("source") == "soundtrack":
+        verdict = "warped" if ev["passed"] else "[yellow]kept the source timing[/]"
+        t.add_row("evidence", f"soundtrack match {ev['score']:.2f} (unrelated audio: {ev['null_max']:.2f}) — {verdict}")
+    elif ev.get("checked"):
         verdict = "warped" if ev["passed"] else "[yellow]kept the source timing[/]"
         t.add_row("confidence", f"{ev['confidence']:.2f} (unrelated audio: {ev['null_max']:.2f}) — {verdict}")
     else:

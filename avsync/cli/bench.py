@@ -19,6 +19,10 @@ def bench(
     max_clips: Annotated[int | None, typer.Option("--max-clips", help="Use only the first N clips.")] = None,
     protocol: Annotated[str, typer.Option(help="all | nonuniform | offset.")] = "all",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "cpu",
+    soundtrack: Annotated[bool, typer.Option(
+        "--soundtrack/--no-soundtrack",
+        help="Add the row 'soundtrack': the distorted copy carries its own soundtrack, warped with its picture, "
+             "and align follows it (--sync-by soundtrack).")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write a Markdown table.")] = None,
 ) -> None:
@@ -33,7 +37,8 @@ def bench(
     from avsync.bench.protocol import BenchOptions, markdown_table, run_bench
 
     opts = BenchOptions(seed=seed, max_clips=max_clips, device=device,
-                        nonuniform=protocol in ("all", "nonuniform"), offset=protocol in ("all", "offset"))
+                        nonuniform=protocol in ("all", "nonuniform"), offset=protocol in ("all", "offset"),
+                        soundtrack=soundtrack)
     with rich_progress(not json_out) as progress:
         res = run(lambda: run_bench(data_dir, names, opts, progress))
     if markdown:

@@ -1,0 +1,150 @@
+"""align by the video's own soundtrack: the affinity, the evidence check, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from avsync.bench.protocol import render_distorted
+from avsync.features.audio import audio_features
+from avsync.path import PathOptions, viterbi_lags
+from avsync.soundtrack import soundtrack_affinity, warp_audio
+from avsync.synthetic import decode_indices, write_clip
+from avsync.warps import invert_plan, random_warp
+
+
+def _bursts(seconds: float, sr: int, seed: int) -> np.ndarray:
+    """Noise bursts of random colour at random, non-periodic times over a noise floor."""
+    rng = np.random.default_rng(seed)
+    y = 0.01 * rng.standard_normal(int(seconds * sr))
+    t = 0.2
+    while t < seconds - 0.3:
+        n = int(rng.uniform(0.03, 0.15) * sr)
+        s = int(t * sr)
+        burst = rng.standard_normal(n) * np.exp(-np.arange(n) / (0.3 * n))
+        k = int(rng.integers(1, 40))
+        burst = np.convolve(burst, np.ones(k) / k, mode="same")  # random low-pass: a timbre
+        y[s:s + n] += 0.5 * burst / (np.abs(burst).max() + 1e-9)
+        t += rng.uniform(0.15, 0.6)
+    return y.astype(np.float32)
+
+
+def test_warp_audio_plays_the_plan():
+    sr, fps = 1000, 10.0
+    y = np.arange(5 * sr, dtype=np.float32) / sr  # the signal is its own source time
+    plan = np.array([0, 0, 0, 1, 2, 4, 6, 8, 10, 12, 13, 14], dtype=float)
+    out = warp_audio(y, sr, plan, fps)
+    assert len(out) == int(len(plan) / fps * sr)
+    # at output frame m the source time is plan[m] / fps
+    for m in (0, 2, 3, 5, 9):
+        assert out[int(m / fps * sr)] == pytest.approx(plan[m] / fps, abs=2e-3)
+    assert np.all(np.diff(out) >= -1e-6)  # a monotonic plan plays the source forwards
+
+
+def test_soundtrack_affinity_recovers_a_planted_warp():
+    sr, fps, seconds = 22050, 25.0, 12.0
+    y = _bursts(seconds, sr, seed=1)
+    n = int(seconds * fps)
+    plan = random_warp(n, fps, np.random.default_rng(4))
+    own = audio_features(warp_audio(y, sr, plan, fps), sr)
+    ref = audio_features(y, sr)
+    aff = soundtrack_affinity(ref, own, fps, max_shift=1.5)
+    path, _ = viterbi_lags(aff, PathOptions(lag_change_penalty=0.5))
+    est = np.arange(len(path)) + aff.lags[path] * fps  # distorted frame to show at each audio frame
+    truth = invert_plan(plan, n)[: len(path)]
+    core = slice(25, n - 25)
+    err = np.abs(est[core] - truth[core])
+    assert np.mean(err <= 1.0) >= 0.9, err
+    # and it is the soundtrack that says so: an unwarped pairing disagrees with the truth
+    assert np.mean(np.abs(np.arange(n)[core] - truth[core]) <= 1.0) < 0.5
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("soundtrack")
+    fps, seconds = 25, 10.0
+    orig = d / "orig.mp4"
+    write_clip(orig, seconds=seconds, fps=fps, seed=3)
+    n = int(seconds * fps)
+    plan = random_warp(n, fps, np.random.default_rng(7))
+    with_sound = d / "dist_sound.mp4"
+    render_distorted(orig, plan, fps, with_sound, soundtrack=True, crf=12)
+    other = d / "other.mp4"
+    write_clip(other, seconds=seconds, fps=fps, seed=11)
+    return d, orig, with_sound, other, plan, n
+
+
+def _align(video, audio, out, env_dir, *extra):
+    env_cache = str(env_dir / "cache")
+    r = subprocess.run(
+        [sys.executable, "-m", "avsync", "align", str(video), "--audio", str(audio), "-o", str(out), "--json",
+         "--max-shift", "1.5", *extra],
+        capture_output=True, text=True, timeout=300, env={"AVSYNC_CACHE": env_cache, "PATH": "/usr/bin:/bin"},
+    )
+    return r
+
+
+def test_align_follows_the_soundtrack_end_to_end(clips, tmp_path):
+    d, orig, with_sound, other, plan, n = clips
+    out = tmp_path / "out.mp4"
+    r = _align(with_sound, orig, out, tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["sync_by"] == "soundtrack" and s["evidence"]["passed"], s
+    assert s["visual_kind"] == "-"  # the picture was not analysed
+    shown = decode_indices(out)  # original frame index each output frame shows
+    assert len(shown) == n
+    err = shown - np.arange(n)
+    core = err[25:-25]
+    assert np.mean(np.abs(core) <= 1) >= 0.9, err
+    base = plan[np.minimum(np.arange(n), len(plan) - 1)] - np.arange(n)
+    assert np.mean(np.abs(base[25:-25]) <= 1) < 0.5  # the distortion is real
+    # --sync-by picture ignores the soundtrack
+    r2 = _align(with_sound, orig, tmp_path / "pic.mp4", tmp_path, "--sync-by", "picture")
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads(r2.stdout)["sync_by"] == "picture"
+
+
+def test_auto_falls_back_to_the_picture_when_the_soundtrack_is_unrelated(clips, tmp_path):
+    """The video's soundtrack belongs to another clip: auto must not follow it."""
+    d, orig, with_sound, other, plan, n = clips
+    mixed = tmp_path / "mixed.mp4"
+    from avsync.render import render
+
+    render(with_sound, np.arange(len(plan)), 25, mixed, audio_path=other, crf=12, preset="ultrafast")
+    out = tmp_path / "out.mp4"
+    r = _align(mixed, orig, out, tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["sync_by"] == "picture", s
+    assert "soundtrack not used" in s["note"]
+    assert s["evidence"]["source"] == "picture" and s["visual_kind"] != "-"  # the picture was analysed
+    # forcing the soundtrack: it does not match, so the timing is kept and the result says so
+    r2 = _align(mixed, orig, tmp_path / "forced.mp4", tmp_path, "--sync-by", "soundtrack")
+    assert r2.returncode == 0, r2.stderr
+    s2 = json.loads(r2.stdout)
+    assert s2["sync_by"] == "soundtrack" and not s2["evidence"]["passed"]
+    assert "kept the source timing" in s2["note"]
+
+
+@pytest.mark.parametrize("case", ["no_soundtrack", "bad_value"])
+def test_sync_by_errors_one_line(clips, tmp_path, case):
+    d, orig, with_sound, other, plan, n = clips
+    video = with_sound
+    extra = ["--sync-by", "soundtrack"]
+    if case == "no_soundtrack":
+        video = tmp_path / "silent_dist.mp4"
+        render_distorted(orig, plan, 25, video, soundtrack=False)
+    else:
+        extra = ["--sync-by", "karaoke"]
+    out = tmp_path / "out.mp4"
+    r = _align(video, orig, out, tmp_path, *extra)
+    assert r.returncode != 0
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "soundtrack" in lines[0] or "sync-by" in lines[0]
+    assert not out.exists()
