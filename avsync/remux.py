@@ -155,7 +155,15 @@ def _decode_audio(inp, stream) -> tuple[np.ndarray, int, float, str]:  # type: i
     layout = stream.codec_context.layout.name if stream.codec_context.layout else "stereo"
     if stream.codec_context.channels > 2:
         layout = "stereo"
-    for frame in inp.decode(stream):
+    def frames():  # type: ignore[no-untyped-def]
+        # A damaged packet (AC-3 in AVI often starts with one) is skipped, as on analysis.
+        for packet in inp.demux(stream):
+            try:
+                yield from stream.decode(packet)
+            except av.error.InvalidDataError:
+                continue
+
+    for frame in frames():
         if start is None and frame.time is not None:
             start = float(frame.time)
         if resampler is None:
