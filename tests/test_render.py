@@ -154,3 +154,18 @@ def test_render_rejects_bad_plans(src, tmp_path):
         with pytest.raises(ValueError):
             render(src["idx"], np.array(plan), 25, str(tmp_path / "o.mp4"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    """Temp-then-rename must not leave maps and plots readable by their owner only (mkstemp's 0600)."""
+    import os
+
+    from avsync.outputs import write_json
+
+    old = os.umask(0o022)
+    try:
+        p = tmp_path / "map.json"
+        write_json(p, {"a": 1})
+        assert (p.stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
