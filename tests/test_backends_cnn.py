@@ -242,7 +242,8 @@ def test_cli_align_with_tiny_model(name, synced_clip, tmp_path):
     out, mp = tmp_path / "out.mp4", tmp_path / "map.json"
     r = subprocess.run(
         [sys.executable, "-m", "avsync", "align", str(synced_clip), "--audio", str(synced_clip), "-o", str(out),
-         "--map", str(mp), "--backend", name, "--checkpoint", "tiny-test", "--device", "cpu", "--max-shift", "0.5"],
+         "--map", str(mp), "--backend", name, "--checkpoint", "tiny-test", "--device", "cpu", "--max-shift", "0.5",
+         "--sync-by", "picture"],  # the backend under test, not the soundtrack path
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert r.returncode == 0, r.stderr

@@ -438,7 +438,8 @@ def test_cli_align_with_the_tiny_model(backend: str, clip_pair, tmp_path, monkey
     out, mp = tmp_path / "out.mp4", tmp_path / "map.json"
     r = subprocess.run(
         [sys.executable, "-m", "avsync", "align", str(dist), "--audio", str(orig), "-o", str(out), "--map", str(mp),
-         "--backend", backend, "--checkpoint", "tiny-test", "--device", "cpu", "--max-shift", "1", "--json"],
+         "--backend", backend, "--checkpoint", "tiny-test", "--device", "cpu", "--max-shift", "1", "--json",
+         "--sync-by", "picture"],  # the backend under test, not the soundtrack path
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stderr

@@ -86,9 +86,7 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
     c = Console()
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_row("output", f"{r.output}  ({r.n_out} frames at {r.output_fps:.3f} fps, {r.audio_duration:.2f} s)")
-    if r.sync_by == "soundtrack":
-        t.add_row("followed", "the video's own soundtrack, matched to the reference audio")
-    else:
+    if r.sync_by != "soundtrack":  # else the note says what was followed
         t.add_row("backend", f"{r.backend}; visual features: {r.visual_kind} ({r.mode})")
     if r.note:
         t.add_row("note", r.note)
