@@ -193,17 +193,28 @@ def compute_correspondence(
                 raise
             aff, ev = None, {"checked": True, "passed": False, "why": str(e)}
         secs["soundtrack"] = time.perf_counter() - t1
+        corr = None
+        if ev["passed"] or (opts.sync_by == "soundtrack" and opts.min_evidence is None):
+            t3 = time.perf_counter()
+            corr = _path(aff, opts, PathOptions(**{**popts.__dict__, "lag_change_penalty": SOUNDTRACK_PENALTY}),
+                         fps, n_out, src_dur)
+            secs["path"] = time.perf_counter() - t3
+            ev = {**ev, "in_step": in_step(corr)}
+            if ev["in_step"] and opts.sync_by == "auto":
+                # The soundtrack runs with the reference already: either nothing drifted, or the
+                # reference was laid onto a re-timed picture. Either way it cannot say how the
+                # picture moved; the picture can.
+                ev = {**ev, "passed": False, "why": "it is already in step with the reference audio, so it cannot "
+                                                    "tell how the picture moved (the reference laid onto the picture?)"}
         if ev["passed"] or opts.sync_by == "soundtrack":
             t3 = time.perf_counter()
-            if ev["passed"] or opts.min_evidence is None:
-                corr = _path(aff, opts, PathOptions(**{**popts.__dict__, "lag_change_penalty": SOUNDTRACK_PENALTY}),
-                             fps, n_out, src_dur)
+            if corr is not None:
                 note = "followed the video's own soundtrack (matched to the reference audio)"
             else:
                 corr = _kept_timing(n_out, fps, src_dur, 0.0)
                 note = (f"the video's soundtrack does not clearly match the reference (path score "
                         f"{ev['score']:.2f} vs {ev['null_max']:.2f} for unrelated audio): kept the source timing")
-            secs["path"] = time.perf_counter() - t3
+            secs["path"] = secs.get("path", 0.0) + time.perf_counter() - t3
             ev = {**ev, "source": "soundtrack"}
             return Measured(corr, None, vinfo, secs, ev, np.asarray(ftimes), "soundtrack", note)
         why = ev.get("why") or "it does not clearly match the reference"
@@ -246,6 +257,17 @@ def _nominal_fps(fps: float | None) -> float:
 # Lag-change penalty of the soundtrack path: audio-to-audio evidence is sharp, so a lighter
 # penalty follows speed changes better (BBB dev, 12 varispeed clips: ITU 0.81 at 1.0, 0.85 at 0.5).
 SOUNDTRACK_PENALTY = 0.5
+
+
+# The soundtrack is "in step" with the reference when its path keeps |lag| within one frame on
+# this share of the rows.
+IN_STEP_SHARE = 0.98
+
+
+def in_step(corr: Any) -> bool:
+    """Does this correspondence leave the timing as it is (|lag| <= 1 frame almost everywhere)?"""
+    lag = np.asarray(corr.lag, dtype=np.float64)
+    return bool(len(lag) and np.mean(np.abs(lag) <= 1.0 / corr.rate + 1e-6) >= IN_STEP_SHARE)
 
 
 def soundtrack_evidence(afeat: Any, own: Any, fps: float, opts: AlignOptions) -> tuple[Any, dict[str, Any]]:

@@ -148,3 +148,27 @@ def test_sync_by_errors_one_line(clips, tmp_path, case):
     assert len(lines) == 1, r.stderr
     assert "soundtrack" in lines[0] or "sync-by" in lines[0]
     assert not out.exists()
+
+
+def test_auto_ignores_a_soundtrack_already_in_step_with_the_reference(clips, tmp_path):
+    """The reference laid onto a re-timed picture (an editor's export): the soundtrack matches the
+    reference perfectly and says nothing about how the picture moved, so auto follows the picture."""
+    d, orig, with_sound, other, plan, n = clips
+    laid = tmp_path / "laid.mp4"
+    from avsync.render import render
+
+    render(with_sound, np.arange(len(plan)), 25, laid, audio_path=orig, crf=12, preset="ultrafast")
+    r = _align(laid, orig, tmp_path / "out.mp4", tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["sync_by"] == "picture", s
+    assert "already in step" in s["note"]
+    # and it did what the picture path does on its own
+    r1 = _align(laid, orig, tmp_path / "pic.mp4", tmp_path, "--sync-by", "picture")
+    assert r1.returncode == 0, r1.stderr
+    assert np.array_equal(decode_indices(tmp_path / "out.mp4"), decode_indices(tmp_path / "pic.mp4"))
+    # forcing the soundtrack keeps it: the timing stays as it is
+    r2 = _align(laid, orig, tmp_path / "forced.mp4", tmp_path, "--sync-by", "soundtrack")
+    assert r2.returncode == 0, r2.stderr
+    s2 = json.loads(r2.stdout)
+    assert s2["sync_by"] == "soundtrack" and s2["evidence"]["in_step"], s2
