@@ -155,6 +155,7 @@ def compute_correspondence(
     from avsync.features.extract import extract_audio, extract_visual
     from avsync.media import frame_times, probe
     from avsync.path import PathOptions
+    from avsync.soundtrack import soundtrack_correspondence
 
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -196,8 +197,7 @@ def compute_correspondence(
         corr = None
         if ev["passed"] or (opts.sync_by == "soundtrack" and opts.min_evidence is None):
             t3 = time.perf_counter()
-            corr = _path(aff, opts, PathOptions(**{**popts.__dict__, "lag_change_penalty": SOUNDTRACK_PENALTY}),
-                         fps, n_out, src_dur)
+            corr = soundtrack_correspondence(afeat, own, fps, n_out, src_dur, opts.max_shift, opts.max_speed)
             secs["path"] = time.perf_counter() - t3
             ev = {**ev, "in_step": in_step(corr)}
             if ev["in_step"] and opts.sync_by == "auto":

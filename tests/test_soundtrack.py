@@ -63,6 +63,28 @@ def test_soundtrack_affinity_recovers_a_planted_warp():
     assert np.mean(np.abs(np.arange(n)[core] - truth[core]) <= 1.0) < 0.5
 
 
+@pytest.mark.parametrize(("warp", "seed", "floor"), [("random", 0, 0.95), ("tae", 1, 0.9)])
+def test_frame_level_dtw_follows_skips_and_freezes(warp, seed, floor):
+    """The path the soundtrack route draws: frame-level DTW, through speed changes, freezes,
+    skips (random_warp) and dropped/repeated frames (tae_warp)."""
+    from avsync.soundtrack import soundtrack_correspondence
+    from avsync.warps import tae_warp
+
+    sr, fps, seconds = 22050, 25.0, 12.0
+    y = _bursts(seconds, sr, seed=seed + 1)
+    n = int(seconds * fps)
+    rng = np.random.default_rng(seed + 4)
+    plan = np.asarray(random_warp(n, fps, rng) if warp == "random" else tae_warp(n, rng))
+    own = audio_features(warp_audio(y, sr, plan, fps), sr)
+    corr = soundtrack_correspondence(audio_features(y, sr), own, fps, n, len(plan) / fps, max_shift=1.5)
+    assert len(corr.src_time) == n and np.all(np.diff(corr.src_time) >= 0)
+    shown = np.clip(np.round(corr.src_time * fps).astype(int), 0, len(plan) - 1)
+    err = (plan[shown] - np.arange(n))[25:-25]  # original frame shown minus the one due
+    assert np.mean(np.abs(err) <= 1) >= floor, err
+    base = (plan[np.minimum(np.arange(n), len(plan) - 1)] - np.arange(n))[25:-25]
+    assert np.mean(np.abs(base) <= 1) < 0.5  # the distortion is real
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("soundtrack")
