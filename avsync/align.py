@@ -254,8 +254,8 @@ def _nominal_fps(fps: float | None) -> float:
     return f if 1.0 <= f <= 1000.0 else 25.0
 
 
-# Lag-change penalty of the soundtrack path: audio-to-audio evidence is sharp, so a lighter
-# penalty follows speed changes better (BBB dev, 12 varispeed clips: ITU 0.81 at 1.0, 0.85 at 0.5).
+# Lag-change penalty of the Viterbi the evidence check runs on the windowed soundtrack
+# affinity (the followed path itself is avsync.soundtrack.soundtrack_correspondence).
 SOUNDTRACK_PENALTY = 0.5
 
 
@@ -272,7 +272,8 @@ def in_step(corr: Any) -> bool:
 
 def soundtrack_evidence(afeat: Any, own: Any, fps: float, opts: AlignOptions) -> tuple[Any, dict[str, Any]]:
     """The soundtrack affinity and whether it clearly beats unrelated pairings: the mean score
-    along the best lag path, real reference vs the reference rolled by 30/50/70 %."""
+    along the best lag path, real reference vs the reference rolled beyond the search (played
+    forwards and reversed, see _far_rolls)."""
     from avsync.path import PathOptions, viterbi_lags
     from avsync.soundtrack import soundtrack_affinity
 

@@ -9,12 +9,15 @@ has a soundtrack that clearly matches the reference; ``--sync-by picture`` never
 
 :func:`soundtrack_affinity` returns an :class:`~avsync.types.Affinity` on the same grid as
 the picture backends (rows = reference audio at the video's frame rate, lags = picture time
-− reference time), so the shared Viterbi path of :mod:`avsync.path` turns it into a
-Correspondence exactly as for the picture backends.
+− reference time): a windowed correlation, smooth enough to tell a real match from unrelated
+audio (the evidence check of :mod:`avsync.align`). The path itself is drawn frame by frame
+(:func:`soundtrack_correspondence`): a banded DTW of :mod:`avsync.path` over the cosine
+similarity of single 20 ms analysis frames, which bends within a fraction of a second where a
+window would smear a skip or a speed change over its whole width.
 
 The envelopes are chosen to survive a change of playback speed without pitch correction
 (a clock running 1.6× fast raises the pitch by 8 semitones): the onset envelope (spectral
-flux summed over all bands) and the loudness of four broad mel bands, each high-passed. No
+flux summed over all bands) and the loudness of 16 broad mel bands, each high-passed. No
 single mel bin is compared with another.
 
 :func:`warp_audio` is the other direction, for tests and the bench: it plays a soundtrack
@@ -31,17 +34,14 @@ from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures
 from avsync.types import Affinity, Correspondence
 
-# Hann half-width of the local correlation, seconds. Audio-to-audio evidence is strong, so
-# a short window tracks fast speed changes (the lag moves 0.15 s across a 0.25 s half-window
-# at 1.6x); the Viterbi path integrates along the path. 12 BBB dev clips, varispeed
-# soundtracks, end to end: ITU 0.84 with 0.5 s, 0.88 with 0.25 s.
+# Hann half-width of the windowed correlation (the evidence check), seconds.
 WINDOW_SECONDS = 0.25
-# Mel-bin edges of the broad bands (of 128): ~0-300 Hz, 300-1100, 1100-3500, 3500+ at 22 kHz.
+# Mel-bin edges of the broad bands (of 128).
 BANDS = tuple(range(0, 129, 8))  # 16 bands of 8 mel bins
 
 
 def _broad_bands(logmel: np.ndarray) -> np.ndarray:
-    """(T, 128) dB → (T, 4): mean dB per broad band."""
+    """(T, 128) dB → (T, B): mean dB per broad band."""
     return np.stack([logmel[:, a:b].mean(axis=1) for a, b in zip(BANDS[:-1], BANDS[1:], strict=True)], axis=1)
 
 
