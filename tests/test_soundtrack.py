@@ -194,3 +194,36 @@ def test_auto_ignores_a_soundtrack_already_in_step_with_the_reference(clips, tmp
     assert r2.returncode == 0, r2.stderr
     s2 = json.loads(r2.stdout)
     assert s2["sync_by"] == "soundtrack" and s2["evidence"]["in_step"], s2
+
+
+def test_long_soundtracks_are_judged_on_excerpts(monkeypatch):
+    """Past EVIDENCE_MAX_SECONDS the evidence check reads evenly spaced excerpts, and still tells
+    a matching soundtrack from an unrelated one (limits scaled down to keep the test short)."""
+    import avsync.align as al
+
+    monkeypatch.setattr(al, "EVIDENCE_MAX_SECONDS", 30.0)
+    monkeypatch.setattr(al, "EVIDENCE_SEGMENT_SECONDS", 10.0)
+    sr, fps, seconds = 8000, 25.0, 70.0
+    y = _bursts(seconds, sr, seed=5)
+    n = int(seconds * fps)
+    plan = random_warp(n, fps, np.random.default_rng(2))
+    ref = audio_features(y, sr)
+    own = audio_features(warp_audio(y, sr, plan, fps), sr)
+    other = audio_features(_bursts(seconds, sr, seed=6), sr)
+    ex = al._excerpt(ref, [(0.0, 10.0), (60.0, 70.0)])
+    assert ex.duration == pytest.approx(20.0, abs=0.02) and len(ex.logmel) == len(ex.onset)
+    assert np.allclose(ex.onset.values[1000:1100], ref.onset.values[6000:6100])  # 2nd span starts at 60 s
+    seen = []
+    import avsync.soundtrack as st
+
+    orig_aff = st.soundtrack_affinity
+
+    def spy(a, o, *args, **kw):
+        seen.append(a.duration)
+        return orig_aff(a, o, *args, **kw)
+
+    monkeypatch.setattr(st, "soundtrack_affinity", spy)
+    opts = al.AlignOptions(max_shift=1.5)
+    assert al.soundtrack_evidence(ref, own, fps, opts)["passed"]
+    assert seen and max(seen) == pytest.approx(30.0, abs=0.02)  # only the excerpts were read
+    assert not al.soundtrack_evidence(ref, other, fps, opts)["passed"]
