@@ -522,8 +522,10 @@ def banded_dtw(
     *,
     open_begin: bool = False,
     open_end: bool = False,
+    step_penalty: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """DTW over a band given row by row; steps (1, 0), (0, 1), (1, 1), unit weights.
+    """DTW over a band given row by row; steps (1, 0), (0, 1), (1, 1), unit weights, and an
+    optional extra cost ``step_penalty`` on the (1, 0) and (0, 1) steps.
 
     ``D[i, j] = cost[i, j] + min(D[i-1, j], D[i, j-1], D[i-1, j-1])``. Each row is
     vectorised: with ``A[j] = cost[i, j] + min(D[i-1, j], D[i-1, j-1])`` and ``S`` the
@@ -543,15 +545,21 @@ def banded_dtw(
     open_begin, open_end : bool
         Let the path start anywhere in row 0 / end anywhere in row N-1 instead of at
         (0, 0) / (N-1, M-1).
+    step_penalty : float
+        Added to the cost of every horizontal or vertical step (>= 0): where the costs carry
+        no evidence, the path keeps its slope instead of wandering.
 
     Returns
     -------
     path_i, path_j : ndarray of int64, shape (P,)
         The optimal path, from start to end, in full-matrix coordinates.
     total : float
-        Sum of the costs of its cells.
+        Sum of the costs of its cells (and of its step penalties).
     """
     c = np.asarray(cost_band, dtype=np.float64)
+    pen = float(step_penalty)
+    if not pen >= 0.0:
+        raise ValueError("step_penalty must be >= 0")
     lo = np.asarray(lo, dtype=np.int64)
     n_rows, width = c.shape
     if lo.shape != (n_rows,) or n_rows == 0:
@@ -569,7 +577,7 @@ def banded_dtw(
     else:
         if lo[0] != 0:
             raise ValueError("closed-begin DTW needs column 0 in the first row's band")
-        d[0] = np.cumsum(c[0])
+        d[0] = np.cumsum(c[0] + pen) - pen
     ext = np.full(3 * width + 2, big)  # scratch: previous row placed at an offset
     for i in range(1, n_rows):
         shift = int(lo[i] - lo[i - 1])  # current w ↔ previous w + shift
@@ -578,8 +586,8 @@ def banded_dtw(
         base = width + 1 + shift
         up = ext[base : base + width]  # D[i-1, j]
         diag = ext[base - 1 : base - 1 + width]  # D[i-1, j-1]
-        a = c[i] + np.minimum(up, diag)
-        s = np.cumsum(c[i])
+        a = c[i] + np.minimum(up + pen, diag)
+        s = np.cumsum(c[i] + pen)
         d[i] = s + np.minimum.accumulate(a - s)
     # end cell
     if open_end:
@@ -604,7 +612,8 @@ def banded_dtw(
         if i == 0:
             j -= 1
         else:
-            cands = ((val(i - 1, j - 1), i - 1, j - 1), (val(i - 1, j), i - 1, j), (val(i, j - 1), i, j - 1))
+            cands = ((val(i - 1, j - 1), i - 1, j - 1), (val(i - 1, j) + pen, i - 1, j),
+                     (val(i, j - 1) + pen, i, j - 1))
             best = min(cands, key=lambda t: t[0])  # min keeps the first on ties: diagonal
             i, j = best[1], best[2]
         pi.append(i)
@@ -651,6 +660,8 @@ def banded_dtw_correspondence(
     out_rate: float | None = None,
     n_out: int | None = None,
     src_duration: float | None = None,
+    cost: np.ndarray | None = None,
+    step_penalty: float = 0.0,
 ) -> Correspondence:
     """The DTW alternative to :func:`correspondence` (for comparison).
 
@@ -660,7 +671,9 @@ def banded_dtw_correspondence(
     has no speed limit and no lag-change penalty; the picture time per row is the mean of
     the path's columns in that row, then smoothed and bounded as in
     :func:`src_curve_to_correspondence`. Confidence per row: the path score's position in
-    the row's range, ``(s_path - median) / (max - median)``, clipped to [0, 1].
+    the row's range, ``(s_path - median) / (max - median)``, clipped to [0, 1]. ``cost``
+    (same shape as the scores) replaces the default cost; ``step_penalty`` is passed to
+    :func:`banded_dtw`.
 
     Returns
     -------
@@ -671,8 +684,12 @@ def banded_dtw_correspondence(
     if abs(step * aff.rate - 1.0) > 1e-6:
         raise ValueError("banded DTW needs lags spaced by 1 / rate")
     t_rows, n_lags = s.shape
-    cost = (s.max() - s) / affinity_spread(s)
-    pi, pq, _ = banded_dtw(cost, np.arange(t_rows), t_rows + n_lags - 1, open_begin=True, open_end=True)
+    if cost is None:
+        cost = (s.max() - s) / affinity_spread(s)
+    elif np.shape(cost) != s.shape:
+        raise ValueError("cost must have the affinity's shape")
+    pi, pq, _ = banded_dtw(cost, np.arange(t_rows), t_rows + n_lags - 1, open_begin=True, open_end=True,
+                           step_penalty=step_penalty)
     counts = np.bincount(pi, minlength=t_rows)
     q_mean = np.bincount(pi, weights=pq, minlength=t_rows) / np.maximum(counts, 1)
     lag = float(aff.lags[0]) + (q_mean - np.arange(t_rows)) / aff.rate

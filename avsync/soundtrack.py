@@ -133,6 +133,11 @@ def soundtrack_affinity(
 FRAME_RATE = 50.0
 # Smoothing of the frame-level path, seconds (Savitzky–Golay on the lag).
 FRAME_SMOOTH_SECONDS = 0.3
+# Extra cost of a DTW step off the diagonal, in units of the frame cost 1 - cosine. Where the
+# soundtrack is drowned in noise the path then keeps its slope. 12 BBB dev clips, varispeed:
+# ITU 0.964 without, 0.970 with 0.3, 0.961 with 0.6; the same with white noise at 10 dB SNR:
+# 0.763, 0.810, 0.795.
+FRAME_STEP_PENALTY = 0.3
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -175,14 +180,15 @@ def soundtrack_correspondence(
     (:func:`avsync.path.banded_dtw_correspondence`) over :func:`soundtrack_frame_affinity`,
     smoothed over ``FRAME_SMOOTH_SECONDS`` and speed-bounded like every path.
 
-    On 16 BBB dev clips with varispeed soundtracks (0.6-1.6x, freezes, skips) this puts
-    96 % of frames inside the ITU window; the windowed affinity with the lag Viterbi, 84 %.
+    On 12 BBB dev clips with varispeed soundtracks (0.6-1.6x, freezes, skips) this puts
+    97 % of frames inside the ITU window; the windowed affinity with the lag Viterbi, 84 %.
     """
     from avsync.path import PathOptions, banded_dtw_correspondence
 
     aff = soundtrack_frame_affinity(reference, own, max_shift)
     popts = PathOptions(smooth_seconds=FRAME_SMOOTH_SECONDS, max_speed=max_speed)
-    return banded_dtw_correspondence(aff, popts, out_rate=fps, n_out=n_out, src_duration=src_duration)
+    return banded_dtw_correspondence(aff, popts, out_rate=fps, n_out=n_out, src_duration=src_duration,
+                                     cost=1.0 - aff.scores.astype(np.float64), step_penalty=FRAME_STEP_PENALTY)
 
 
 def warp_audio(y: np.ndarray, sr: int, plan: np.ndarray, fps: float) -> np.ndarray:

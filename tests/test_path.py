@@ -198,3 +198,23 @@ def test_banded_dtw_correspondence_tracks_planted_path():
     cor = banded_dtw_correspondence(aff)
     assert np.all(np.diff(cor.src_time) >= -1e-12)
     assert np.mean(np.abs(cor.lag - aff.lags[truth]) <= 1.0 / RATE + 1e-9) >= 0.9
+
+
+def test_banded_dtw_step_penalty_keeps_the_diagonal():
+    """A costly diagonal cell: without a step penalty DTW detours around it for free; with one,
+    the two extra steps cost more than the cell, so the path stays on the diagonal."""
+    from avsync.path import banded_dtw
+
+    c = np.zeros((5, 5))
+    c[2, 2] = 0.2
+    lo = np.zeros(5, dtype=np.int64)
+    pi, pj, total = banded_dtw(c, lo, 5)
+    assert (2, 2) not in set(zip(pi.tolist(), pj.tolist(), strict=True)) and total == 0.0
+    pi, pj, total = banded_dtw(c, lo, 5, step_penalty=0.5)
+    assert pi.tolist() == pj.tolist() == [0, 1, 2, 3, 4]
+    assert total == pytest.approx(0.2)
+    # a real step still costs its penalty: a 5 x 6 matrix needs one horizontal step
+    pi, pj, total = banded_dtw(np.zeros((5, 6)), lo, 6, step_penalty=0.5)
+    assert total == pytest.approx(0.5) and len(pi) == 6
+    with pytest.raises(ValueError):
+        banded_dtw(c, lo, 5, step_penalty=-1.0)
