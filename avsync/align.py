@@ -271,8 +271,8 @@ def in_step(corr: Any) -> bool:
 
 
 # The evidence check reads at most this much of the two soundtracks: beyond it, evenly spaced
-# excerpts of EVIDENCE_SEGMENT_SECONDS (the statistic is a mean; a 10-minute file cost 49 s
-# for the whole length, the excerpts cost a fifth of that).
+# excerpts of EVIDENCE_SEGMENT_SECONDS (the statistic is a mean). On the 10-minute BBB file
+# the whole length took 49 s, the excerpts 12 s.
 EVIDENCE_MAX_SECONDS = 120.0
 EVIDENCE_SEGMENT_SECONDS = 20.0
 
