@@ -96,11 +96,20 @@ def write_shifted(
         if not inp.streams.audio:
             raise InputError(f"'{src}' has no audio stream")
         vin, ain = inp.streams.video[0], inp.streams.audio[0]
+        extradata = vin.codec_context.extradata or b""
+        if (_CONTAINER_FORMAT[ext] == "avi" and vin.codec_context.name in ("h264", "hevc")
+                and extradata[:1] == b"\x01"):
+            # Length-prefixed H.264/HEVC (mp4, mov, mkv) is not valid in AVI, and converting it
+            # left the copy's timing a few ms off in our tests: refuse rather than mistime.
+            raise OutputError(f"cannot copy this {vin.codec_context.name.upper()} video into .avi; "
+                              "write .mp4, .mkv or .mov instead")
         copy_audio = abs(shift_s) < 1e-9 and rate == 0.0
         info: dict[str, object] = {"audio": "copied"}
         if not copy_audio:
             samples, sr, a0, layout = _decode_audio(inp, ain)
-            v0 = _first_video_time(src_p)
+            # AVI cannot start its audio later than time 0 (it has no audio start time): there
+            # the re-timed sound starts at 0 and the picture keeps its own first time.
+            v0 = 0.0 if _CONTAINER_FORMAT[ext] == "avi" else _first_video_time(src_p)
             retimed = _retime(samples, sr, a0, v0, shift_s, rate)
         inp.seek(0)
 
@@ -214,6 +223,10 @@ def _add_audio_stream(outc, in_codec: str, sr: int, layout: str):  # type: ignor
         candidates.append(in_codec)
     elif in_codec in ("aac", "mp3", "libmp3lame", "opus", "libopus", "flac") and fmt in ("mov", "matroska", "mp4"):
         candidates.append(in_codec if in_codec != "mp3" else "libmp3lame")
+    if fmt == "avi":
+        # AVI has no edit list to hide an encoder's priming samples (AAC's 1024 would put the
+        # sound ~20 ms late): uncompressed PCM keeps the timing exact.
+        candidates.append("pcm_s16le")
     candidates.append("aac")
     last: Exception | None = None
     for codec in candidates:

@@ -209,6 +209,25 @@ def test_cli_shift_ms_fix_and_table(tmp_path: Path) -> None:
     assert "-100" in q.stdout and "late" in q.stdout and "in sync" in q.stdout
 
 
+def test_fix_avi(tmp_path: Path) -> None:
+    """AVI has no audio start time: the re-timed sound must start at 0 there (it came out 80 ms
+    early when it started at the first frame's time), and goes in as PCM (no priming delay).
+    Length-prefixed H.264 from mp4 cannot be copied into AVI: one clear error, nothing written."""
+    from avsync.errors import OutputError
+    from avsync.offset import detect_offset
+    from avsync.remux import write_shifted
+
+    src = mediagen.make_avsynctest(str(tmp_path / "in.avi"), seconds=5, fps=25, audio_shift=0.12)
+    measured = detect_offset(src).offset_s
+    info = write_shifted(src, tmp_path / "fixed.avi", measured)
+    assert info["video"] == "copied" and "pcm" in str(info["audio"])
+    assert abs(detect_offset(str(tmp_path / "fixed.avi")).offset_s) < 0.002
+    mp4 = mediagen.make_avsynctest(str(tmp_path / "in.mp4"), seconds=3, fps=25)
+    with pytest.raises(OutputError, match="avi"):
+        write_shifted(mp4, tmp_path / "from_mp4.avi", 0.1)
+    assert not (tmp_path / "from_mp4.avi").exists()
+
+
 def test_cli_bad_input_one_line_and_exit_codes(tmp_path: Path) -> None:
     na = mediagen.make_no_audio_video(str(tmp_path / "na.mp4"), seconds=3)
     p = _cli("detect-offset", na)
