@@ -158,8 +158,16 @@ def soundtrack_frame_affinity(
     DTW of :func:`soundtrack_correspondence` integrates along the path instead, so the path
     can bend within a fraction of a second (a skip, a freeze, a speed change).
     """
-    a, _ = soundtrack_envelopes(reference, rate)
-    v, _ = soundtrack_envelopes(own, rate)
+    a, sa = soundtrack_envelopes(reference, rate)
+    v, sv = soundtrack_envelopes(own, rate)
+    # Bands weighted by their loudness spread (geometric mean of the two sides, mean 1), the
+    # onset flux by 1: a band of steady hiss, standardised like the others, would otherwise
+    # count as much as the band that carries the sound. Unweighted -> weighted, ITU share:
+    # synthetic beeps (the bench test) 0.869 -> 0.950; 12 BBB dev clips 0.973 -> 0.973, at
+    # 10 dB SNR 0.810 -> 0.858; 12 held-out clips 0.958 -> 0.969, at 10 dB 0.835 -> 0.892.
+    w = np.sqrt(sa * sv)
+    col = np.concatenate([[1.0], w / max(float(w.mean()), 1e-12)])
+    a, v = a * col, v * col
     ua, uv = _unit_rows(a), _unit_rows(v)
     t, n = len(ua), len(uv)
     max_lag = max(1, int(round(max_shift * rate)))
