@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 # Bump whenever a feature's definition changes, so old cache entries stop matching.
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 
 _CHUNK = 1 << 20  # bytes read at each sampled position
 

@@ -185,6 +185,29 @@ def _is_vfr(pts_sorted: np.ndarray) -> bool:
     return bool(np.any(np.abs(d - med) > VFR_TOLERANCE * med + 1.0))
 
 
+def _stream_fps(vs: av.video.stream.VideoStream, pts: np.ndarray, tb: float, vfr: bool) -> float:
+    """Frame rate of a video stream with sorted presentation times ``pts``.
+
+    The container's declared rate, unless the timestamps disagree with it by more than 0.5 %:
+    then the timestamps' own rate (``(n - 1) / span``), or the guessed rate where that agrees
+    with them. (A stream copied from AVI into mp4 declares 3125/126 = 24.8 fps for frames
+    spaced exactly 40 ms apart: the mp4 duration counts the AVI's start delay.)
+    """
+    rate = vs.average_rate or vs.guessed_rate
+    n = int(pts.size)
+    if n < 2 or pts[-1] <= pts[0]:
+        return float(rate) if rate else 0.0
+    own = (n - 1) / ((pts[-1] - pts[0]) * tb)
+    if vfr or not rate:
+        return float(own)
+    if abs(float(rate) / own - 1.0) <= 0.005:
+        return float(rate)
+    guess = vs.guessed_rate
+    if guess and abs(float(guess) / own - 1.0) <= 0.005:
+        return float(guess)
+    return float(own)
+
+
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Describe a media file without decoding it (one frame is decoded for the rotation).
 
@@ -226,10 +249,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             n = int(pts.size)
             if n == 0:
                 raise InputError(f"cannot read '{p}': video stream has no frames")
-            rate = vs.average_rate or vs.guessed_rate
-            fps = float(rate) if rate else 0.0
-            if (vfr or not rate) and n > 1:
-                fps = (n - 1) / ((pts[-1] - pts[0]) * tb)
+            fps = _stream_fps(vs, pts, tb, vfr)
             rot = _rotation_from_metadata(vs)
             if first and first[0].rotation:
                 rot = int(first[0].rotation)
@@ -512,10 +532,12 @@ def iter_audio(path: str | os.PathLike, *, rate: int | None = None, layout: str 
                     except av.error.InvalidDataError:
                         continue
                     for fr in decoded:
-                        # Containers may declare end padding through a short packet duration.
+                        # Containers may declare end padding through a short packet duration;
+                        # a coarse time base (Matroska's 1 ms) only rounds it: not padding.
                         if fr.duration and fr.time_base and fr.sample_rate:
                             keep = int(round(fr.duration * fr.time_base * fr.sample_rate))
-                            if 0 < keep < fr.samples:
+                            tick = float(fr.time_base) * fr.sample_rate
+                            if 0 < keep < fr.samples - tick:
                                 fr = _trim_frame(fr, keep)
                         yield fr
             except av.error.FFmpegError as exc:
