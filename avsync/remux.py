@@ -11,7 +11,8 @@ offset ``o(t) = shift_s + drift * t`` (seconds, ``t`` = seconds since the first 
 at audio time ``t - o(t)``. The corrected audio therefore plays, at output time ``t``, the
 input audio at time ``t * (1 - drift) - shift_s``: a positive shift delays the audio (silence
 is padded at the start), a negative one advances it (the head is trimmed). The output audio
-starts with the first video frame and lasts as long as the input audio did.
+starts at container time 0 (silence up to the first frame when the picture starts later) and
+lasts until the input audio ended.
 """
 
 from __future__ import annotations
@@ -107,10 +108,13 @@ def write_shifted(
         info: dict[str, object] = {"audio": "copied"}
         if not copy_audio:
             samples, sr, a0, layout = _decode_audio(inp, ain)
-            # AVI cannot start its audio later than time 0 (it has no audio start time): there
-            # the re-timed sound starts at 0 and the picture keeps its own first time.
-            v0 = 0.0 if _CONTAINER_FORMAT[ext] == "avi" else _first_video_time(src_p)
-            retimed = _retime(samples, sr, a0, v0, shift_s, rate)
+            # The re-timed sound starts at time 0 (silence up to the first frame) in every
+            # container. AVI has no audio start time at all (started at the first frame's time,
+            # the sound came out 80 ms early), and mp4/mov hide AAC's 1024 priming samples only
+            # when the first packet starts before 0 (started at 80 ms, 22 ms late).
+            v0 = 0.0
+            first = _first_video_time(src_p) if rate else 0.0  # the drift's t = 0
+            retimed = _retime(samples, sr, a0, v0, shift_s, rate, first)
         inp.seek(0)
 
         def _write(tmp: str) -> None:
@@ -187,8 +191,10 @@ def _decode_audio(inp, stream) -> tuple[np.ndarray, int, float, str]:  # type: i
     return np.concatenate(chunks, axis=1).astype(np.float32), sr, start or 0.0, layout
 
 
-def _retime(x: np.ndarray, sr: int, a0: float, v0: float, shift_s: float, rate: float) -> np.ndarray:
-    """Output samples (C, M), output sample 0 at time ``v0``; see the module docstring."""
+def _retime(x: np.ndarray, sr: int, a0: float, v0: float, shift_s: float, rate: float,
+            first: float = 0.0) -> np.ndarray:
+    """Output samples (C, M), output sample 0 at time ``v0``, the drift counted from the first
+    frame at time ``first``; see the module docstring."""
     n_in = x.shape[1]
     # Output lasts as long as the input audio did (measured from the first frame).
     m = max(1, int(round((a0 + n_in / sr - v0) * sr)))
@@ -205,9 +211,11 @@ def _retime(x: np.ndarray, sr: int, a0: float, v0: float, shift_s: float, rate: 
 
     frac = Fraction(1.0 / (1.0 - rate)).limit_denominator(2000)
     y = resample_poly(x, frac.numerator, frac.denominator, axis=1).astype(np.float32)
-    # y[j] = x at input time a0 + j / (sr * frac); we need output n -> input time
-    # v0 + n/sr*(1-rate) - shift_s, i.e. y index (v0 - shift_s - a0) * sr * frac + n * (1-rate)*frac.
-    pos = (v0 - shift_s - a0) * sr * float(frac) + np.arange(m) * (1.0 - rate) * float(frac)
+    # y[j] = x at input time a0 + j / (sr * frac); output sample n (time T = v0 + n/sr, picture
+    # time T - first) plays input time T - shift_s - rate * (T - first), i.e. y index
+    # (v0 * (1-rate) + rate * first - shift_s - a0) * sr * frac + n * (1-rate) * frac.
+    pos = ((v0 * (1.0 - rate) + rate * first - shift_s - a0) * sr * float(frac)
+           + np.arange(m) * (1.0 - rate) * float(frac))
     idx = np.arange(y.shape[1])
     out = np.stack([np.interp(pos, idx, ch, left=0.0, right=0.0) for ch in y]).astype(np.float32)
     return out

@@ -222,6 +222,15 @@ def test_fix_avi(tmp_path: Path) -> None:
     info = write_shifted(src, tmp_path / "fixed.avi", measured)
     assert info["video"] == "copied" and "pcm" in str(info["audio"])
     assert abs(detect_offset(str(tmp_path / "fixed.avi")).offset_s) < 0.002
+    # Out of AVI into mp4: the copied stream declares 3125/126 fps (the mp4 duration counts the
+    # AVI's 80 ms start delay) for frames exactly 40 ms apart; the timestamps win, and the
+    # AAC priming is hidden (the sound starts at 0). It read -23 ms with both wrong.
+    from avsync.media import probe
+
+    info = write_shifted(src, tmp_path / "fixed.mp4", measured)
+    assert info["video"] == "copied" and "aac" in str(info["audio"])
+    assert probe(tmp_path / "fixed.mp4").fps == pytest.approx(25.0)
+    assert abs(detect_offset(str(tmp_path / "fixed.mp4")).offset_s) < 0.002
     mp4 = mediagen.make_avsynctest(str(tmp_path / "in.mp4"), seconds=3, fps=25)
     with pytest.raises(OutputError, match="avi"):
         write_shifted(mp4, tmp_path / "from_mp4.avi", 0.1)
