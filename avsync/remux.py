@@ -110,8 +110,8 @@ def write_shifted(
             samples, sr, a0, layout = _decode_audio(inp, ain)
             # The re-timed sound starts at time 0 (silence up to the first frame) in every
             # container. AVI has no audio start time at all (started at the first frame's time,
-            # the sound came out 80 ms early), and mp4/mov hide AAC's 1024 priming samples only
-            # when the first packet starts before 0 (started at 80 ms, 22 ms late).
+            # the sound came out 80 ms early); in mp4/mov from an AVI source whose first frame
+            # is at 80 ms, starting at 0 re-measures 0.0 ms, starting at the frame 0.8 ms.
             v0 = 0.0
             first = _first_video_time(src_p) if rate else 0.0  # the drift's t = 0
             retimed = _retime(samples, sr, a0, v0, shift_s, rate, first)
