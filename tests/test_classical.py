@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from avsync.backends import get_backend, list_backends
-from avsync.backends.classical import ClassicalBackend, ClassicalOptions, global_xcorr
+from avsync.backends.classical import ClassicalBackend, ClassicalOptions, _offset_from_xcorr, fisher_score, global_xcorr
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.path import correspondence, viterbi_lags
@@ -177,3 +177,25 @@ def test_global_xcorr_is_linear_not_circular():
     r = global_xcorr(a, v, 60)
     assert int(np.argmax(r)) - 60 == 40
     assert r[60 - 40] < 0.3  # the mirrored lag does not alias
+
+
+def test_offset_prefers_the_lag_with_more_evidence():
+    """A slightly higher correlation over 170 rows must not beat one over 268 rows.
+
+    Mirrors the megamind dialogue clip, where raw-r picking chose a lag 4.2 s away (overlap
+    63 %) over the true one. The picture matches the audio at +2 over the whole clip and, by
+    construction, at -100 over its first 170 rows only.
+    """
+    rng = np.random.default_rng(0)
+    n, max_lag = 270, 120
+    a = rng.standard_normal(n)
+    v = rng.standard_normal(n)
+    v[2:] += 0.38 * a[:-2]
+    v[:170] += 0.55 * a[100:270]
+    r, cnt = global_xcorr(a, v, max_lag, counts=True)
+    assert int(np.argmax(r)) - max_lag == -100  # the raw peak is the short overlap
+    assert cnt[max_lag - 100] == 170 and cnt[max_lag + 2] == 268
+    off = _offset_from_xcorr(r, cnt, max_lag, 1.0)
+    assert off.seconds == pytest.approx(2.0, abs=0.5)
+    z = fisher_score(r, cnt)
+    assert z[max_lag + 2] == pytest.approx(np.arctanh(r[max_lag + 2]) * np.sqrt(265))
