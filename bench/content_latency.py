@@ -11,7 +11,8 @@
    picture matching; the difference of the two positions is how differently the two releases
    pair sound with picture.
 
-Usage: python bench/content_latency.py [MEDIA_DIR]   (prints; writes nothing but the feature cache)
+Usage: python bench/content_latency.py [MEDIA_DIR]   (default: make bench's media folder, fetched
+when missing; prints, and writes nothing but the feature cache)
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ MAX_LAG = 24  # frames searched either side
 def envelope_latency(film: Path) -> None:
     from avsync.backends.classical import ClassicalBackend, global_xcorr, prepare_envelope
     from avsync.features.extract import extract_audio, extract_visual
+    from avsync.features.motion import motion_envelope
 
     visual = extract_visual(film, mode="general")
     audio = extract_audio(film)
     backend = ClassicalBackend()
     a, v_rise, rate = backend.envelopes(audio, visual)
-    grid = np.asarray(visual.grid.values, dtype=np.float64)
-    fall = np.maximum(-np.diff(grid, axis=0, prepend=grid[:1]), 0.0).sum(axis=1)
+    # the rises of the negated grid are the falls of the motion (the backend's envelope is
+    # motion_envelope of the grid itself)
+    fall = motion_envelope(-np.asarray(visual.grid.values, dtype=np.float64))
     v_fall = prepare_envelope(fall, rate, backend.options, peaky=True)
     print(f"envelope latency, {film.name} ({rate:g} fps); negative lag = sound after picture")
     print(f"{'picture envelope':<18}{'rows':<20}{'peak lag':>16}{'r at peak':>11}{'r at 0':>9}")
@@ -101,10 +104,10 @@ def release_pairing(film: Path, excerpt: Path) -> None:
 
 
 def main() -> None:
+    from run_bench import media_dir  # same folder: AVSYNC_MEDIA, fetched when missing
+
     os.environ.setdefault("GLOG_minloglevel", "2")
-    d = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(
-        os.environ.get("AVSYNC_MEDIA", Path.home() / ".cache" / "avsync-media"))
-    film = d / "bbb.mp4"
+    film = (Path(sys.argv[1]) if len(sys.argv) > 1 else media_dir()) / "bbb.mp4"
     if not film.exists():
         sys.exit(f"content_latency: {film} missing (run ../shared/media/fetch.sh)")
     envelope_latency(film)
