@@ -684,14 +684,32 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
 
 # ---- worker process
 
-_STATE = {"busy": False, "stop": False}
+_STATE: dict[str, Any] = {"busy": False, "stop": False, "output": None, "before": None}
+
+
+def _stat_key(path: str | None) -> tuple[int, ...] | None:
+    """What identifies the file at ``path`` (None when there is none)."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _on_signal(signum: int, frame: Any) -> None:
     _STATE["stop"] = True
-    if _STATE["busy"]:
-        _STATE["busy"] = False  # interrupt the running item once
-        raise KeyboardInterrupt
+    if not _STATE["busy"]:
+        return
+    now = _stat_key(_STATE["output"])
+    if now is not None and now != _STATE["before"]:
+        # The item's output was already renamed into place (commands write it last but for
+        # the map and plot): let the item finish and be recorded rather than leave a
+        # finished file that the results file does not name. The parent then stops.
+        return
+    _STATE["busy"] = False  # interrupt the running item once
+    raise KeyboardInterrupt
 
 
 def _worker_main(conn: Any, warm: list[str], threads: int, quiet: bool) -> None:
@@ -725,6 +743,8 @@ def _worker_main(conn: Any, warm: list[str], threads: int, quiet: bool) -> None:
                 break
             if task is None:
                 break
+            _STATE["output"] = task.get("output")
+            _STATE["before"] = _stat_key(_STATE["output"])
             _STATE["busy"] = True
             try:
                 rec = execute(task)
@@ -733,7 +753,9 @@ def _worker_main(conn: Any, warm: list[str], threads: int, quiet: bool) -> None:
                 conn.send(("interrupted", task["id"]))
                 break
             _STATE["busy"] = False
-            conn.send(("done", rec))
+            # The third field: a signal came after the output was in place and let the item
+            # finish; the parent stops the run as for any other signal.
+            conn.send(("done", rec, _STATE["stop"]))
     except (KeyboardInterrupt, BrokenPipeError, EOFError, OSError):
         pass
 
@@ -1007,6 +1029,8 @@ def _run_pool(tasks: list[dict[str, Any]], jobs: int, record: Callable[[dict], N
                 elif msg is not None and msg[0] == "done":
                     w.task = None
                     record(msg[1])
+                    if msg[2]:
+                        raise KeyboardInterrupt  # the worker finished its item, then obeys the signal
                 elif msg is not None and msg[0] == "interrupted":
                     raise KeyboardInterrupt  # a worker was told to stop by a signal
                 elif (msg is not None and msg[0] == "dead") or not w.proc.is_alive():

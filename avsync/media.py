@@ -29,6 +29,7 @@ import av
 import numpy as np
 
 from avsync.errors import InputError, OutputError
+from avsync.outputs import commit
 from avsync.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -624,10 +625,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, p)
+        commit(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)

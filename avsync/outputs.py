@@ -29,6 +29,15 @@ def check_output(path: str | os.PathLike[str] | None, overwrite: bool) -> None:
         raise OutputError(f"output directory '{parent}' is not writable")
 
 
+def commit(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Give ``tmp`` the mode open() would have given it (mkstemp makes 0600), then rename it
+    onto ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename the temp file onto ``path``; no partial file on failure."""
     p = Path(path)
@@ -36,10 +45,7 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)  # mkstemp creates 0600: give the file the mode open() would have
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, p)
+        commit(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

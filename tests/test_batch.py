@@ -33,7 +33,8 @@ def fake_runner(inputs: list[Path], output: Path | None, options: dict, overwrit
     """Sleep ``sleep`` s, then copy input 0 to ``output`` through a temp file + rename.
 
     ``fail``: raise InputError; ``bug``: raise ValueError; ``crash``: kill the process;
-    ``log``: append "start <output>" there first (to see what was redone).
+    ``log``: append "start <output>" there first (to see what was redone);
+    ``signal_after_commit``: SIGTERM this process once the output is in place.
     """
     from avsync.errors import InputError
     from avsync.outputs import check_output, write_atomic
@@ -63,6 +64,9 @@ def fake_runner(inputs: list[Path], output: Path | None, options: dict, overwrit
             f.write(data[len(data) // 2 :])
 
     write_atomic(output, write)
+    if options.get("signal_after_commit"):
+        os.kill(os.getpid(), signal.SIGTERM)  # as if the stop came right after the rename
+        time.sleep(0.2)
     return {"bytes": len(data), "long": list(range(100)), "nested": {"x": 1.5}}
 
 
@@ -319,6 +323,24 @@ def test_pool_jobs2_good_bad_crash_timeout(takes: Path, tmp_path: Path) -> None:
         assert (out / f"t{i}.mp4").read_bytes() == (takes / f"take{i:02d}.mp4").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == [f"t{i}.mp4" for i in (0, 1, 3, 5, 7)]
     assert took < 25  # the hung item was cut at 4 s
+
+
+def test_a_stop_after_the_output_is_in_place_lets_the_item_be_recorded(takes: Path, tmp_path: Path) -> None:
+    """A signal between the rename and the end of the item (CI saw it once, in the real
+    detect-offset batch) must not leave a finished output that the results file never names."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"id": f"t{i}", "command": "fake", "video": str(takes / f"take{i:02d}.mp4"),
+             "audio": str(takes / "song.wav"), "output": str(out / f"t{i}.mp4")} for i in range(2)]
+    rows[0]["signal_after_commit"] = True
+    items = b.read_manifest(_write_jsonl(tmp_path / "m.jsonl", rows))
+    s = b.run_batch(items, jobs=1, results=tmp_path / "r.jsonl")
+    recs = {r["id"]: r for r in _records(tmp_path / "r.jsonl")}
+    assert recs["t0"]["status"] == "ok" and recs["t0"]["result"]["bytes"] == 2001
+    assert (out / "t0.mp4").read_bytes() == (takes / "take00.mp4").read_bytes()
+    # A worker stopped by a signal stops the run, as it does mid-item; t1 is left for --resume.
+    assert (s.ok, s.failed, s.interrupted) == (1, 0, True)
+    assert sorted(p.name for p in out.iterdir()) == ["t0.mp4"]
 
 
 def test_resume_skips_ok_items_with_outputs_and_redoes_the_rest(takes: Path, tmp_path: Path) -> None:
