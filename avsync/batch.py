@@ -1066,7 +1066,14 @@ def _run_pool(tasks: list[dict[str, Any]], jobs: int, record: Callable[[dict], N
 
 
 def _interrupt(workers: list[_Worker], record: Callable[[dict], None], grace: float = 10.0) -> None:
-    """Stop every worker; record items that still finish; no partial outputs remain."""
+    """Stop every worker; record items that still finish; no partial outputs remain.
+
+    Busy workers are waited for together (up to ``grace`` seconds in all): one that is slow
+    to stop must not use up the time in which another reports the item it just finished.
+    Idle workers are sent the stop message, as the signal alone does not wake them.
+    """
+    from multiprocessing.connection import wait
+
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
         signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
@@ -1075,20 +1082,29 @@ def _interrupt(workers: list[_Worker], record: Callable[[dict], None], grace: fl
             if w.proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.proc.pid, signal.SIGTERM)
+            if w.task is None:
+                with contextlib.suppress(OSError, ValueError):
+                    w.conn.send(None)
         deadline = time.monotonic() + grace
-        for w in workers:
-            while w.task is not None and time.monotonic() < deadline:
+        busy = [w for w in workers if w.task is not None]
+        while busy and time.monotonic() < deadline:
+            wait([w.conn for w in busy] + [w.proc.sentinel for w in busy],
+                 timeout=max(0.0, deadline - time.monotonic()))
+            for w in list(busy):
                 try:
-                    if not w.conn.poll(max(0.0, deadline - time.monotonic())):
-                        break
-                    msg = w.conn.recv()
+                    msg = w.conn.recv() if w.conn.poll() else (None if w.proc.is_alive() else ("dead",))
                 except Exception:  # noqa: BLE001 - a dead or half-read pipe: give up on this worker
-                    break
+                    msg = ("dead",)
+                if msg is None:
+                    continue
                 if msg[0] == "done":
                     record(msg[1])
                     w.task = None
                 elif msg[0] == "interrupted":
                     w.task = None
+                if w.task is None or msg[0] == "dead":
+                    busy.remove(w)
+        for w in workers:
             w.proc.join(max(0.1, deadline - time.monotonic()))
             if w.proc.is_alive():
                 w.proc.kill()

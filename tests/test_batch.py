@@ -34,7 +34,8 @@ def fake_runner(inputs: list[Path], output: Path | None, options: dict, overwrit
 
     ``fail``: raise InputError; ``bug``: raise ValueError; ``crash``: kill the process;
     ``log``: append "start <output>" there first (to see what was redone);
-    ``signal_after_commit``: SIGTERM this process once the output is in place.
+    ``after``: sleep that long once the output is in place; ``signal_after_commit``:
+    SIGTERM this process once the output is in place.
     """
     from avsync.errors import InputError
     from avsync.outputs import check_output, write_atomic
@@ -64,6 +65,9 @@ def fake_runner(inputs: list[Path], output: Path | None, options: dict, overwrit
             f.write(data[len(data) // 2 :])
 
     write_atomic(output, write)
+    t_end = time.monotonic() + float(options.get("after", 0))
+    while time.monotonic() < t_end:  # work after the output is in place (align's map and plot)
+        time.sleep(0.02)
     if options.get("signal_after_commit"):
         os.kill(os.getpid(), signal.SIGTERM)  # as if the stop came right after the rename
         time.sleep(0.2)
@@ -341,6 +345,30 @@ def test_a_stop_after_the_output_is_in_place_lets_the_item_be_recorded(takes: Pa
     # A worker stopped by a signal stops the run, as it does mid-item; t1 is left for --resume.
     assert (s.ok, s.failed, s.interrupted) == (1, 0, True)
     assert sorted(p.name for p in out.iterdir()) == ["t0.mp4"]
+
+
+def test_sigterm_while_one_worker_is_idle_still_records_the_others_item(takes: Path, tmp_path: Path) -> None:
+    """CI once lost an item this way: an idle worker ignored the stop, the clean-up waited for
+    it until its grace time ran out, and the other worker's finished item went unread."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"id": f"t{i}", "command": "fake", "video": str(takes / f"take{i:02d}.mp4"),
+             "audio": str(takes / "song.wav"), "output": str(out / f"t{i}.mp4")} for i in range(2)]
+    rows[1]["after"] = 2.0
+    m = _write_jsonl(tmp_path / "m.jsonl", rows)
+    r = tmp_path / "r.jsonl"
+    p = subprocess.Popen(fake_cli("batch", str(m), "--jobs", "2", "--results", str(r)), cwd=tmp_path, env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t_end = time.monotonic() + 60
+    while time.monotonic() < t_end and not ((out / "t1.mp4").exists() and r.exists() and r.read_text()):
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)  # t0 is done (its worker waits for work), t1 is in its last step
+    _, stderr = p.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert p.returncode == 130 and stderr.startswith("avsync: interrupted"), stderr
+    assert {x["id"]: x["status"] for x in _records(r)} == {"t0": "ok", "t1": "ok"}
+    assert took < 8, f"the clean-up waited {took:.1f} s: a worker did not stop"  # the grace is 10 s
 
 
 def test_resume_skips_ok_items_with_outputs_and_redoes_the_rest(takes: Path, tmp_path: Path) -> None:
