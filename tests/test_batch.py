@@ -330,8 +330,8 @@ def test_pool_jobs2_good_bad_crash_timeout(takes: Path, tmp_path: Path) -> None:
 
 
 def test_a_stop_after_the_output_is_in_place_lets_the_item_be_recorded(takes: Path, tmp_path: Path) -> None:
-    """A signal between the rename and the end of the item (CI saw it once, in the real
-    detect-offset batch) must not leave a finished output that the results file never names."""
+    """A signal between the rename and the end of the item must not leave a finished output
+    that the results file never names."""
     out = tmp_path / "out"
     out.mkdir()
     rows = [{"id": f"t{i}", "command": "fake", "video": str(takes / f"take{i:02d}.mp4"),
