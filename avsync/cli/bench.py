@@ -34,7 +34,7 @@ def bench(
     names = [b.strip() for b in backend.split(",") if b.strip()]
     if not names:
         fail("--backend names no backend")
-    from avsync.bench.protocol import BenchOptions, markdown_table, run_bench
+    from avsync.evaluation.protocol import BenchOptions, markdown_table, run_bench
 
     opts = BenchOptions(seed=seed, max_clips=max_clips, device=device,
                         nonuniform=protocol in ("all", "nonuniform"), offset=protocol in ("all", "offset"),
