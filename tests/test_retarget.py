@@ -238,7 +238,7 @@ def test_output_length_with_loop_and_start():
 
 
 def test_bad_options():
-    with pytest.raises(InputError, match="max-speed"):
+    with pytest.raises(InputError, match="max_speed"):
         plan_retarget(_b([1.0]), _b([1.0]), 5.0, 5.0, RetargetOptions(max_speed=0.8))
     with pytest.raises(InputError, match="start"):
         plan_retarget(_b([1.0]), _b([1.0]), 5.0, 5.0, RetargetOptions(start=6.0))
