@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avsync import options as check
 from avsync.errors import CannotMeasure
 from avsync.types import Affinity, Correspondence, Offset, Signal
 
@@ -93,12 +94,15 @@ class PathOptions:
     confidence_smooth_seconds: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.max_speed < 1.0:
-            raise ValueError(f"max_speed must be >= 1, got {self.max_speed}")
-        if not 0.0 <= self.min_speed <= 1.0:
-            raise ValueError(f"min_speed must be in [0, 1], got {self.min_speed}")
-        if self.lag_change_penalty < 0 or self.temperature <= 0 or self.lag_prior < 0:
-            raise ValueError("lag_change_penalty must be >= 0 and temperature > 0")
+        check.at_least("lag_change_penalty", self.lag_change_penalty, 0.0)
+        check.at_least("lag_prior", self.lag_prior, 0.0)
+        check.at_least("max_speed", self.max_speed, 1.0)
+        check.within("min_speed", self.min_speed, 0.0, 1.0)
+        check.at_least("smooth_seconds", self.smooth_seconds, 0.0, "seconds")
+        check.whole_within("smooth_order", self.smooth_order, 0)
+        check.positive("temperature", self.temperature, "spreads")
+        check.whole_within("confidence_bins", self.confidence_bins, 0)
+        check.at_least("confidence_smooth_seconds", self.confidence_smooth_seconds, 0.0, "seconds")
 
 
 # --------------------------------------------------------------------------------------

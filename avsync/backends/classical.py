@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avsync import options as check
 from avsync.backends import BackendInfo, register
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
@@ -59,6 +60,17 @@ class ClassicalOptions:
     # A lag whose overlap (audio rows with picture present) is below this fraction of the
     # window / clip has its score scaled down proportionally.
     min_overlap: float = 0.5
+
+    def __post_init__(self) -> None:
+        wins = (self.window_seconds,) if isinstance(self.window_seconds, (int, float)) else self.window_seconds
+        if not len(wins):
+            raise check.OptionError("window_seconds", "must name at least one window (got none)")
+        for w in wins:
+            check.positive("window_seconds", w)
+        check.at_least("detrend_seconds", self.detrend_seconds, 0.0, "seconds")
+        check.at_least("smooth_frames", self.smooth_frames, 0.0, "frames")
+        check.at_least("var_floor", self.var_floor, 0.0)
+        check.within("min_overlap", self.min_overlap, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------
