@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -563,3 +565,14 @@ def warp_map(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, conf: np
         "stats": result.stats,
         "frames": frames,
     }
+
+
+class _FlowModule(types.ModuleType):
+    """This module, callable as its flow: ``avsync.align(...)`` is :func:`align` (the package
+    exports the flow under the module's own name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AlignResult:
+        return align(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _FlowModule

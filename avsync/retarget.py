@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -930,3 +932,14 @@ def plot_retarget(result: RetargetResult, path: str | os.PathLike[str], *, title
     axs.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+class _FlowModule(types.ModuleType):
+    """This module, callable as its flow: ``avsync.retarget(...)`` is :func:`retarget` (the
+    package exports the flow under the module's own name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RetargetResult:
+        return retarget(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _FlowModule
