@@ -80,7 +80,7 @@ class AlignOptions:
         check.device("device", self.device)
         check.one_of("path", self.path, PATHS)
         if self.min_evidence is not None:
-            check.within("min_evidence", self.min_evidence, -1.0, 1.0)
+            check.within("min_evidence", self.min_evidence, 0.0, 1.0)
         check.one_of("sync_by", self.sync_by, SYNC_BY)
 
     def path_options(self) -> Any:
