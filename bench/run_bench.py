@@ -120,9 +120,9 @@ def main() -> None:
     ap.add_argument("--backends", default=None)
     ap.add_argument("--max-clips", type=int, default=None, help="clips per split (default: all held-out, 12 dev)")
     args = ap.parse_args()
+    from avsync.cache import cache_dir
     from avsync.evaluation.data import bbb_splits
     from avsync.evaluation.protocol import BenchOptions, markdown_table, run_bench
-    from avsync.cache import cache_dir
 
     media = media_dir()
     work = cache_dir() / "bench-data"
