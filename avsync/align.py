@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import os
-import time
+import sys
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,26 +16,31 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from avsync import __version__
+from avsync import options as check
 from avsync.errors import InputError
+from avsync.features import MODES
+from avsync.options import X264_PRESETS
 from avsync.outputs import check_output, write_json
-from avsync.progress import Progress
+from avsync.progress import Progress, timed
 from avsync.types import CONVENTION, Correspondence
 
 MIN_AUDIO_SECONDS = 1.0
 SYNC_BY = ("auto", "picture", "soundtrack")
+PATHS = ("viterbi", "dtw", "none")
 # Soundtrack evidence: the mean affinity along the best path on the real pairing must beat
 # the same on unrelated pairings by this much (NCC units). The unrelated pairings are the
 # reference rolled further than the search reaches (see _far_rolls), forwards and reversed.
 # On 16 BBB dev clips (11 s, varispeed soundtracks) the real pairing beats them by 0.041-0.21;
 # the soundtrack of another clip by at most 0.017.
 SOUNDTRACK_MARGIN = 0.03
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+__all__ = ["AlignOptions", "AlignResult", "Measured", "align", "compute_correspondence", "MODES", "PATHS",
+           "SYNC_BY", "X264_PRESETS"]
 
 
 @dataclass(frozen=True)
 class AlignOptions:
     backend: str = "classical"  # alignment backend name (see `avsync models list` / backends registry)
-    mode: str = "auto"  # auto | dance | speech | general: which visual features to use
+    mode: str = "auto"  # auto | dance | speech | general: which visual features to use (avsync.features.MODES)
     max_shift: float = 2.0  # largest |picture − audio| lag searched, seconds
     max_speed: float = 2.0  # fastest the source may advance per second of audio (>= 1)
     # DP penalty per lag step (in units of the affinity's spread). 1.0 here, below path.py's
@@ -42,9 +48,9 @@ class AlignOptions:
     # skips) it lifts frames inside the ITU window from 0.69 to 0.78 (6 clips); BBB dev unchanged.
     # None = path.py's default.
     lag_penalty: float | None = 1.0
-    crf: int = 18  # libx264 constant rate factor of the output
-    preset: str = "veryfast"  # libx264 preset
-    device: str = "auto"  # auto | cpu | cuda (learned backends)
+    crf: int = 18  # libx264 constant rate factor of the output (0..51)
+    preset: str = "veryfast"  # libx264 preset (X264_PRESETS)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (learned backends)
     checkpoint: str | None = None  # checkpoint name or path for learned backends (None = default)
     # How the backend's Affinity becomes a Correspondence: "viterbi" (the monotonic lag DP of
     # path.py), "dtw" (banded DTW, for comparison) or "none" (the best lag row by row, only
@@ -64,22 +70,26 @@ class AlignOptions:
     cache: bool = True  # cache features on disk
 
     def __post_init__(self) -> None:
-        if self.mode not in ("auto", "dance", "speech", "general"):
-            raise InputError(f"mode must be auto, dance, speech or general (got '{self.mode}')")
-        if not self.max_shift > 0:
-            raise InputError(f"max_shift must be positive (got {self.max_shift})")
-        if not self.max_speed >= 1.0:
-            raise InputError(f"max_speed must be at least 1 (got {self.max_speed})")
-        if not 0 <= int(self.crf) <= 51:
-            raise InputError(f"crf must be within 0..51 (got {self.crf})")
-        if self.sync_by not in SYNC_BY:
-            raise InputError(f"sync_by must be {', '.join(SYNC_BY[:-1])} or {SYNC_BY[-1]} (got '{self.sync_by}')")
-        if self.path not in ("viterbi", "dtw", "none"):
-            raise InputError(f"path must be viterbi, dtw or none (got '{self.path}')")
-        if self.preset not in X264_PRESETS:
-            raise InputError(f"preset must be one of {', '.join(X264_PRESETS)} (got '{self.preset}')")
-        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
-            raise InputError(f"device must be auto, cpu or cuda (got '{self.device}')")
+        check.one_of("mode", self.mode, MODES)
+        check.positive("max_shift", self.max_shift)
+        check.at_least("max_speed", self.max_speed, 1.0)
+        if self.lag_penalty is not None:
+            check.at_least("lag_penalty", self.lag_penalty, 0.0)
+        check.whole_within("crf", self.crf, 0, 51)
+        check.one_of("preset", self.preset, X264_PRESETS)
+        check.device("device", self.device)
+        check.one_of("path", self.path, PATHS)
+        if self.min_evidence is not None:
+            check.within("min_evidence", self.min_evidence, 0.0, 1.0)
+        check.one_of("sync_by", self.sync_by, SYNC_BY)
+
+    def path_options(self) -> Any:
+        """The :class:`avsync.path.PathOptions` of the lag DP these options ask for."""
+        from avsync.path import PathOptions
+
+        if self.lag_penalty is None:
+            return PathOptions(max_speed=self.max_speed)
+        return PathOptions(max_speed=self.max_speed, lag_change_penalty=self.lag_penalty)
 
 
 @dataclass
@@ -149,16 +159,30 @@ def compute_correspondence(
     opts: AlignOptions,
     progress: Progress | None = None,
 ) -> Measured:
-    """Measure the warp only (no rendering)."""
+    """Measure the warp only (no rendering): follow the video's soundtrack when ``opts.sync_by``
+    allows it and it clearly matches, else the picture."""
     from avsync.backends import get_backend
-    from avsync.errors import CannotMeasure
-    from avsync.features.extract import extract_audio, extract_visual
-    from avsync.media import frame_times, probe
-    from avsync.path import PathOptions
-    from avsync.soundtrack import soundtrack_correspondence
+    from avsync.features.extract import extract_audio
 
     secs: dict[str, float] = {}
-    t0 = time.perf_counter()
+    with timed(secs, "audio_features"):
+        vinfo = _check_media(video, audio, opts)
+        backend = None if opts.sync_by == "soundtrack" else get_backend(opts.backend, device=opts.device,
+                                                                        checkpoint=opts.checkpoint)
+        afeat = extract_audio(audio, cache=opts.cache)
+    notes: list[str] = []
+    if opts.sync_by != "picture" and vinfo.has_audio:
+        followed = _follow_soundtrack(video, afeat, vinfo, opts, secs)
+        if isinstance(followed, Measured):
+            return followed
+        notes.append(f"soundtrack not used: {followed}")
+    return _follow_picture(video, afeat, vinfo, backend, opts, secs, notes, progress)
+
+
+def _check_media(video: str | os.PathLike[str], audio: str | os.PathLike[str], opts: AlignOptions) -> Any:
+    """Probe both inputs; refuse what cannot be aligned. Returns the video's MediaInfo."""
+    from avsync.media import probe
+
     vinfo = probe(video)
     if not vinfo.has_video:
         raise InputError(f"no video stream in '{video}'")
@@ -171,82 +195,111 @@ def compute_correspondence(
         )
     if opts.sync_by == "soundtrack" and not vinfo.has_audio:
         raise InputError(f"--sync-by soundtrack: '{video}' has no audio track to follow")
-    backend = None if opts.sync_by == "soundtrack" else get_backend(opts.backend, device=opts.device,
-                                                                    checkpoint=opts.checkpoint)
-    afeat = extract_audio(audio, cache=opts.cache)
-    secs["audio_features"] = time.perf_counter() - t0
-    popts = PathOptions(max_speed=opts.max_speed)
-    if opts.lag_penalty is not None:
-        popts = PathOptions(max_speed=opts.max_speed, lag_change_penalty=opts.lag_penalty)
+    return vinfo
 
-    notes: list[str] = []
-    if opts.sync_by != "picture" and vinfo.has_audio:
-        t1 = time.perf_counter()
+
+def _output_clock(duration: float, fps: float, ftimes: np.ndarray) -> tuple[int, float | None]:
+    """Output frames covering ``duration`` s of audio at ``fps``, and the source's length (s)."""
+    n_out = max(1, math.ceil(duration * fps - 1e-6))
+    src_dur = float(ftimes[-1]) + 1.0 / fps if len(ftimes) else None
+    return n_out, src_dur
+
+
+def _follow_soundtrack(video: str | os.PathLike[str], afeat: Any, vinfo: Any, opts: AlignOptions,
+                       secs: dict[str, float]) -> Measured | str:
+    """The warp that follows the video's own soundtrack, or why it is not followed."""
+    from avsync.media import frame_times
+    from avsync.soundtrack import soundtrack_correspondence
+
+    with timed(secs, "soundtrack"):
         ftimes = frame_times(video)
         fps = _nominal_fps(vinfo.fps)
-        n_out = max(1, math.ceil(afeat.duration * fps - 1e-6))
-        src_dur = float(ftimes[-1]) + 1.0 / fps if len(ftimes) else None
-        try:
-            own = extract_audio(video, cache=opts.cache)
-            ev = soundtrack_evidence(afeat, own, fps, opts)
-        except CannotMeasure as e:
-            if opts.sync_by == "soundtrack":
-                raise
-            ev = {"checked": True, "passed": False, "why": str(e)}
-        secs["soundtrack"] = time.perf_counter() - t1
-        corr = None
-        if ev["passed"] or (opts.sync_by == "soundtrack" and opts.min_evidence is None):
-            t3 = time.perf_counter()
+        n_out, src_dur = _output_clock(afeat.duration, fps, ftimes)
+        own, ev = _soundtrack_match(video, afeat, fps, opts)
+    corr = None
+    if ev["passed"] or (opts.sync_by == "soundtrack" and opts.min_evidence is None):
+        with timed(secs, "path"):
             corr = soundtrack_correspondence(afeat, own, fps, n_out, src_dur, opts.max_shift, opts.max_speed)
-            secs["path"] = time.perf_counter() - t3
-            ev = {**ev, "in_step": in_step(corr)}
-            if ev["in_step"] and opts.sync_by == "auto":
-                # The soundtrack runs with the reference already: either nothing drifted, or the
-                # reference was laid onto a re-timed picture. Either way it cannot say how the
-                # picture moved; the picture can.
-                ev = {**ev, "passed": False, "why": "it is already in step with the reference audio, so it cannot "
-                                                    "tell how the picture moved (the reference laid onto the picture?)"}
-        if ev["passed"] or opts.sync_by == "soundtrack":
-            t3 = time.perf_counter()
-            if corr is not None:
-                note = "followed the video's own soundtrack (matched to the reference audio)"
-            else:
-                corr = _kept_timing(n_out, fps, src_dur, 0.0)
-                note = (f"the video's soundtrack does not clearly match the reference (path score "
-                        f"{ev['score']:.2f} vs {ev['null_max']:.2f} for unrelated audio): kept the source timing")
-            secs["path"] = secs.get("path", 0.0) + time.perf_counter() - t3
-            ev = {**ev, "source": "soundtrack"}
-            return Measured(corr, None, vinfo, secs, ev, np.asarray(ftimes), "soundtrack", note)
-        why = ev.get("why") or "it does not clearly match the reference"
-        notes.append(f"soundtrack not used: {why}")
+        ev = _unless_in_step(ev, corr, opts)
+    if not (ev["passed"] or opts.sync_by == "soundtrack"):
+        return str(ev.get("why") or "it does not clearly match the reference")
+    with timed(secs, "path", add=True):
+        if corr is not None:
+            note = "followed the video's own soundtrack (matched to the reference audio)"
+        else:
+            corr = _kept_timing(n_out, fps, src_dur, 0.0)
+            note = (f"the video's soundtrack does not clearly match the reference (path score "
+                    f"{ev['score']:.2f} vs {ev['null_max']:.2f} for unrelated audio): kept the source timing")
+    ev = {**ev, "source": "soundtrack"}
+    return Measured(corr, None, vinfo, secs, ev, np.asarray(ftimes), "soundtrack", note)
 
-    t1 = time.perf_counter()
-    vfeat = extract_visual(video, opts.mode, cache=opts.cache, progress=progress)
-    secs["visual_features"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    assert backend is not None
-    aff = backend.affinity(afeat, vfeat, opts.max_shift)
-    secs["backend"] = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    fps = float(vfeat.fps)
-    n_out = max(1, math.ceil(afeat.duration * fps - 1e-6))
-    src_dur = float(vfeat.frame_times[-1]) + 1.0 / fps if len(vfeat.frame_times) else None
-    corr = _path(aff, opts, popts, fps, n_out, src_dur)
-    evidence: dict[str, Any] = {"checked": False}
-    if opts.min_evidence is not None:
-        evidence = evidence_check(backend, afeat, vfeat, opts, popts)
-        if not evidence["passed"]:
-            corr = _kept_timing(n_out, fps, src_dur, float(evidence["confidence"]))
-    evidence["source"] = "picture"
-    secs["path"] = time.perf_counter() - t3
+
+def _soundtrack_match(video: str | os.PathLike[str], afeat: Any, fps: float,
+                      opts: AlignOptions) -> tuple[Any, dict[str, Any]]:
+    """The video's own audio features and the evidence that they match the reference
+    (``passed`` False with a ``why`` when the soundtrack cannot be measured)."""
+    from avsync.errors import CannotMeasure
+    from avsync.features.extract import extract_audio
+
+    own = None
+    try:
+        own = extract_audio(video, cache=opts.cache)
+        return own, soundtrack_evidence(afeat, own, fps, opts)
+    except CannotMeasure as e:
+        if opts.sync_by == "soundtrack":
+            raise
+        return own, {"checked": True, "passed": False, "why": str(e)}
+
+
+def _unless_in_step(ev: dict[str, Any], corr: Correspondence, opts: AlignOptions) -> dict[str, Any]:
+    """The evidence, failed when (in auto) the soundtrack already runs in step with the reference."""
+    ev = {**ev, "in_step": in_step(corr)}
+    if ev["in_step"] and opts.sync_by == "auto":
+        # The soundtrack runs with the reference already: either nothing drifted, or the
+        # reference was laid onto a re-timed picture. Either way it cannot say how the
+        # picture moved; the picture can.
+        ev = {**ev, "passed": False, "why": "it is already in step with the reference audio, so it cannot "
+                                            "tell how the picture moved (the reference laid onto the picture?)"}
+    return ev
+
+
+def _follow_picture(video: str | os.PathLike[str], afeat: Any, vinfo: Any, backend: Any, opts: AlignOptions,
+                    secs: dict[str, float], notes: list[str], progress: Progress | None) -> Measured:
+    """The warp that follows the picture: visual features, the backend's affinity, the lag DP
+    and the evidence check."""
+    from avsync.features.extract import extract_visual
+    from avsync.media import frame_times
+
+    with timed(secs, "visual_features"):
+        vfeat = extract_visual(video, opts.mode, cache=opts.cache, progress=progress)
+    with timed(secs, "backend"):
+        assert backend is not None
+        aff = backend.affinity(afeat, vfeat, opts.max_shift)
+    with timed(secs, "path"):
+        popts = opts.path_options()
+        fps = float(vfeat.fps)
+        n_out, src_dur = _output_clock(afeat.duration, fps, vfeat.frame_times)
+        corr = _path(aff, opts, popts, fps, n_out, src_dur)
+        evidence: dict[str, Any] = {"checked": False}
+        if opts.min_evidence is not None:
+            evidence = evidence_check(backend, afeat, vfeat, opts, popts)
+            if not evidence["passed"]:
+                corr = _kept_timing(n_out, fps, src_dur, float(evidence["confidence"]))
+        evidence["source"] = "picture"
     ftimes = vfeat.frame_times if len(vfeat.frame_times) else frame_times(video)
-    note = "; ".join([*notes, vfeat.note] if vfeat.note else notes)
+    return Measured(corr, vfeat, vinfo, secs, evidence, np.asarray(ftimes), "picture",
+                    _picture_note(notes, vfeat.note, evidence))
+
+
+def _picture_note(notes: list[str], visual_note: str, evidence: dict[str, Any]) -> str:
+    """Human words on what the picture route used and decided."""
+    note = "; ".join([*notes, visual_note] if visual_note else notes)
     if evidence.get("checked") and not evidence.get("passed"):
         note = (f"{note}; " if note else "") + (
             f"too little evidence that the picture follows this audio (confidence {evidence['confidence']:.2f} vs "
             f"{evidence['null_max']:.2f} for unrelated audio): kept the source timing "
             "(--force-warp to warp anyway)")
-    return Measured(corr, vfeat, vinfo, secs, evidence, np.asarray(ftimes), "picture", note)
+    return note
 
 
 def _nominal_fps(fps: float | None) -> float:
@@ -397,32 +450,50 @@ def align(
     out : path
         The re-timed video with the reference audio muxed. Written atomically.
     """
-    from avsync.media import frame_times as src_frame_times
-    from avsync.render import frame_plan, plan_stats, render
+    _check_paths(video, audio, out, (out, map_path, plot_path), opts.overwrite)
+    m = compute_correspondence(video, audio, opts, progress)
+    with timed(m.seconds, "render"):
+        plan, ftimes, stats = _render(video, audio, out, m, opts, progress)
+    result = _result(out, map_path, plot_path, m, opts, plan, ftimes, stats)
+    _write_evidence(result, plan, ftimes, video, audio, opts)
+    return result
 
+
+def _check_paths(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str],
+                 outputs: tuple[str | os.PathLike[str] | None, ...], overwrite: bool) -> None:
+    """Refuse, before any work, missing inputs and outputs that cannot or must not be written."""
     for p in (video, audio):
         if not Path(p).exists():
             raise InputError(f"no such file: '{p}'")
     if Path(out).resolve() in (Path(video).resolve(), Path(audio).resolve()):
         raise InputError("the output would overwrite an input; choose another -o")
-    for o in (out, map_path, plot_path):
-        check_output(o, opts.overwrite)
+    for o in outputs:
+        check_output(o, overwrite)
 
-    m = compute_correspondence(video, audio, opts, progress)
-    corr, vfeat, vinfo, secs, evidence, note = m.corr, m.visual, m.info, m.seconds, m.evidence, m.note
-    t4 = time.perf_counter()
-    ftimes = m.frame_times if len(m.frame_times) else src_frame_times(video)
-    plan = frame_plan(corr, ftimes)
-    stats = plan_stats(plan, len(ftimes))
-    render(
-        video, plan, corr.rate, out, audio_path=audio, crf=opts.crf, preset=opts.preset,
-        overwrite=opts.overwrite, progress=progress,
-    )
-    secs["render"] = time.perf_counter() - t4
 
-    conf = corr.confidence if corr.confidence is not None else np.ones(len(corr.src_time))
-    lag = corr.lag
-    result = AlignResult(
+def _render(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str],
+            m: Measured, opts: AlignOptions, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The frame plan of the measured warp, encoded with the reference audio into ``out``.
+    Returns the plan, the source frame times and the plan's statistics."""
+    from avsync.media import frame_times
+    from avsync.render import frame_plan, plan_stats, render
+
+    ftimes = m.frame_times if len(m.frame_times) else frame_times(video)
+    plan = frame_plan(m.corr, ftimes)
+    render(video, plan, m.corr.rate, out, audio_path=audio, crf=opts.crf, preset=opts.preset,
+           overwrite=opts.overwrite, progress=progress)
+    return plan, ftimes, plan_stats(plan, len(ftimes))
+
+
+def _confidence(corr: Correspondence) -> np.ndarray:
+    return corr.confidence if corr.confidence is not None else np.ones(len(corr.src_time))
+
+
+def _result(out: str | os.PathLike[str], map_path: str | os.PathLike[str] | None,
+            plot_path: str | os.PathLike[str] | None, m: Measured, opts: AlignOptions, plan: np.ndarray,
+            ftimes: np.ndarray, stats: Any) -> AlignResult:
+    corr, vfeat, lag = m.corr, m.visual, m.corr.lag
+    return AlignResult(
         output=str(out),
         map_path=str(map_path) if map_path else None,
         plot_path=str(plot_path) if plot_path else None,
@@ -430,31 +501,38 @@ def align(
         mode=vfeat.mode if vfeat is not None else "-",
         visual_kind=vfeat.kind if vfeat is not None else "-",
         sync_by=m.sync_by,
-        note=note,
-        source_fps=float(vinfo.fps),
+        note=m.note,
+        source_fps=float(m.info.fps),
         output_fps=float(corr.rate),
         n_out=len(plan),
         n_src=len(ftimes),
         audio_duration=len(plan) / corr.rate,
         stats=stats.to_dict(),
-        confidence_mean=float(np.mean(conf)),
+        confidence_mean=float(np.mean(_confidence(corr))),
         lag_ms={
             "mean": float(np.mean(lag) * 1000),
             "min": float(np.min(lag) * 1000),
             "max": float(np.max(lag) * 1000),
         },
-        seconds={k: round(v, 3) for k, v in secs.items()},
-        evidence=evidence,
+        seconds={k: round(v, 3) for k, v in m.seconds.items()},
+        evidence=m.evidence,
         correspondence=corr,
     )
-    if map_path:
-        write_json(map_path, warp_map(result, plan, ftimes, conf))
-    if plot_path:
+
+
+def _write_evidence(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, video: str | os.PathLike[str],
+                    audio: str | os.PathLike[str], opts: AlignOptions) -> None:
+    """The optional ``--map`` JSON and ``--plot`` PNG."""
+    corr = result.correspondence
+    assert corr is not None
+    if result.map_path:
+        write_json(result.map_path, warp_map(result, plan, ftimes, _confidence(corr)))
+    if result.plot_path:
         from avsync.plot import plot_warp
 
-        what = f"{opts.backend}, {vfeat.kind}" if vfeat is not None else "video's soundtrack"
-        plot_warp(corr, plot_path, title=f"avsync align — {Path(video).name} to {Path(audio).name} ({what})")
-    return result
+        what = f"{opts.backend}, {result.visual_kind}" if result.sync_by == "picture" else "video's soundtrack"
+        plot_warp(corr, result.plot_path,
+                  title=f"avsync align — {Path(video).name} to {Path(audio).name} ({what})")
 
 
 def warp_map(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, conf: np.ndarray) -> dict[str, Any]:
@@ -487,3 +565,14 @@ def warp_map(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, conf: np
         "stats": result.stats,
         "frames": frames,
     }
+
+
+class _FlowModule(types.ModuleType):
+    """This module, callable as its flow: ``avsync.align(...)`` is :func:`align` (the package
+    exports the flow under the module's own name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AlignResult:
+        return align(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _FlowModule

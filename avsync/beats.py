@@ -213,16 +213,7 @@ def music_beats(y: np.ndarray, sr: int, *, downbeats: bool = True) -> Beats:
     Beats
         ``source='music'``. Empty when the signal is silent or has no pulse.
     """
-    from math import gcd
-
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=0) if y.shape[0] < y.shape[1] else y.mean(axis=1)
-    if sr != _SR and y.size:
-        from scipy.signal import resample_poly
-
-        g = gcd(int(sr), _SR)
-        y = resample_poly(y, _SR // g, int(sr) // g).astype(np.float32)
+    y = _analysis_signal(y, sr)
     empty = Beats(np.zeros(0), np.zeros(0), 0.0, "music", np.zeros(0, bool) if downbeats else None)
     if y.size < _SR or float(np.max(np.abs(y))) < 1e-4:
         return empty
@@ -235,28 +226,56 @@ def music_beats(y: np.ndarray, sr: int, *, downbeats: bool = True) -> Beats:
     frames = _track_beats(oenv, 60.0 * fr / tempo)
     if frames.size == 0:
         return empty
-    # Beats placed in (near) silence at either end of the song are dropped.
-    n_fr = min(logmel.shape[1], y.size // _HOP + 1)
+    frames = _without_silent_ends(frames, y, logmel.shape[1])
+    times = frames * (_HOP / _SR)
+    # Salience: onset strength around the beat (max over +-2 hops), robustly normalised.
+    sal = _around_beats(oenv, frames)
+    sal = np.clip(sal / (np.percentile(sal, 95) + 1e-9), 0.0, 1.0)
+    db = _downbeats(frames, logmel) if downbeats else None
+    return Beats(times.astype(float), sal.astype(float), float(tempo), "music", db)
+
+
+def _analysis_signal(y: np.ndarray, sr: int) -> np.ndarray:
+    """Mono float32 at the tracker's rate (_SR) from (S,) or (C, S) samples at ``sr``."""
+    from math import gcd
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=0) if y.shape[0] < y.shape[1] else y.mean(axis=1)
+    if sr != _SR and y.size:
+        from scipy.signal import resample_poly
+
+        g = gcd(int(sr), _SR)
+        y = resample_poly(y, _SR // g, int(sr) // g).astype(np.float32)
+    return y
+
+
+def _without_silent_ends(frames: np.ndarray, y: np.ndarray, n_logmel: int) -> np.ndarray:
+    """Beat frames less those placed in (near) silence at either end of the song."""
+    n_fr = min(n_logmel, y.size // _HOP + 1)
     rms = np.sqrt(np.array([np.mean(y[i * _HOP : i * _HOP + 2048] ** 2) for i in range(n_fr)]))
     ref = float(np.median(rms[rms > 0])) if np.any(rms > 0) else 0.0
     loud = rms[np.clip(frames, 0, rms.size - 1)] >= 0.05 * ref
     if loud.any():
         a, b = int(np.argmax(loud)), frames.size - int(np.argmax(loud[::-1]))
         frames = frames[a:b]
-    times = frames * (_HOP / _SR)
-    # Salience: onset strength around the beat (max over +-2 hops), robustly normalised.
-    lo = np.clip(frames - 2, 0, oenv.size - 1)
-    hi = np.clip(frames + 3, 1, oenv.size)
-    sal = np.array([oenv[a:b].max() for a, b in zip(lo, hi, strict=True)])
-    sal = np.clip(sal / (np.percentile(sal, 95) + 1e-9), 0.0, 1.0)
-    db = None
-    if downbeats:
-        low = _onset_strength(logmel[:12])  # bands below ~250 Hz
-        low_at = np.array([low[a:b].max() for a, b in zip(lo, hi, strict=True)])
-        phase = int(np.argmax([low_at[p::4].mean() if low_at[p::4].size else -1 for p in range(4)]))
-        db = np.zeros(frames.size, bool)
-        db[phase::4] = True
-    return Beats(times.astype(float), sal.astype(float), float(tempo), "music", db)
+    return frames
+
+
+def _around_beats(env: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The maximum of ``env`` within ±2 hops of each beat frame."""
+    lo = np.clip(frames - 2, 0, env.size - 1)
+    hi = np.clip(frames + 3, 1, env.size)
+    return np.array([env[a:b].max() for a, b in zip(lo, hi, strict=True)])
+
+
+def _downbeats(frames: np.ndarray, logmel: np.ndarray) -> np.ndarray:
+    """Bar starts under 4/4: the phase whose beats carry the most low-frequency onset energy."""
+    low_at = _around_beats(_onset_strength(logmel[:12]), frames)  # bands below ~250 Hz
+    phase = int(np.argmax([low_at[p::4].mean() if low_at[p::4].size else -1 for p in range(4)]))
+    db = np.zeros(frames.size, bool)
+    db[phase::4] = True
+    return db
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,30 +343,50 @@ def stop_novelty(
     ndarray, shape (T,)
         Stop envelope, same units as ``speed``.
     """
-    from scipy.ndimage import gaussian_filter1d, maximum_filter1d
+    from scipy.ndimage import maximum_filter1d
 
     s = np.asarray(speed, dtype=float)
     if s.ndim == 1:
         s = s[:, None]
-    T, C = s.shape
-    out = np.zeros(T)
-    if T < 3:
+    out = np.zeros(s.shape[0])
+    if s.shape[0] < 3:
         return out
-    s = np.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0)
-    s = np.maximum(s, 0.0)
-    sig = smooth * fps
-    if sig >= 0.3:
-        s = gaussian_filter1d(s, sig, axis=0, mode="nearest")
-    # Quantise tiny residues to zero so that a standstill is a true plateau.
-    scale = np.percentile(s, 95, axis=0) + 1e-12
-    s = np.where(s < 0.02 * scale, 0.0, s)
+    s = _plateaued_speed(s, smooth * fps)
     w = max(2, int(round(window * fps)))
     # Running max over the w frames *before* t (t excluded).
     prev_max = maximum_filter1d(s, size=w, axis=0, origin=(w - 1) // 2, mode="nearest")
     prev_max = np.vstack([s[:1], prev_max[:-1]])
     drop = np.maximum(prev_max - s, 0.0)
-    # Arrival at a minimum: strictly lower than the frame before, not higher than the next
-    # distinct value (plateaus count once, at their first frame).
+    # Only deep minima count: the speed fell well below the recent peak.
+    tt, cc = np.nonzero(_arrivals_at_minima(s) & (s <= depth * prev_max))
+    for t, c in zip(tt.tolist(), cc.tolist(), strict=True):
+        # Smoothing spreads a sudden stop over a few frames: date the stop at the first
+        # frame that is already within 10 % of the depth of the minimum.
+        lim = s[t, c] + 0.1 * drop[t, c]
+        u = t
+        while u > 0 and s[u - 1, c] <= lim and t - u < w:
+            u -= 1
+        out[u] += drop[t, c]
+    return out
+
+
+def _plateaued_speed(s: np.ndarray, sigma: float) -> np.ndarray:
+    """Speeds (T, C) made finite and non-negative, Gaussian-smoothed (``sigma`` frames, when at
+    least 0.3), with tiny residues set to zero so that a standstill is a true plateau."""
+    from scipy.ndimage import gaussian_filter1d
+
+    s = np.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0)
+    s = np.maximum(s, 0.0)
+    if sigma >= 0.3:
+        s = gaussian_filter1d(s, sigma, axis=0, mode="nearest")
+    scale = np.percentile(s, 95, axis=0) + 1e-12
+    return np.where(s < 0.02 * scale, 0.0, s)
+
+
+def _arrivals_at_minima(s: np.ndarray) -> np.ndarray:
+    """(T, C) bool: frames where a channel arrives at a local minimum — strictly lower than the
+    frame before, not higher than the next distinct value (plateaus count once, at their first frame)."""
+    T, C = s.shape
     dn = np.diff(s, axis=0)  # (T-1, C), dn[t-1] = s[t] - s[t-1]
     arrive = np.zeros_like(s, dtype=bool)
     arrive[1:] = dn < 0
@@ -358,19 +397,7 @@ def stop_novelty(
         d = dn[t]
         last = np.where(d != 0, d, last)
         nxt[t] = last
-    is_min = arrive & (nxt >= 0)
-    # Only deep minima count: the speed fell well below the recent peak.
-    deep = s <= depth * prev_max
-    tt, cc = np.nonzero(is_min & deep)
-    for t, c in zip(tt.tolist(), cc.tolist(), strict=True):
-        # Smoothing spreads a sudden stop over a few frames: date the stop at the first
-        # frame that is already within 10 % of the depth of the minimum.
-        lim = s[t, c] + 0.1 * drop[t, c]
-        u = t
-        while u > 0 and s[u - 1, c] <= lim and t - u < w:
-            u -= 1
-        out[u] += drop[t, c]
-    return out
+    return arrive & (nxt >= 0)
 
 
 def pick_beats(

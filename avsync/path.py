@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avsync import options as check
 from avsync.errors import CannotMeasure
 from avsync.types import Affinity, Correspondence, Offset, Signal
 
@@ -93,12 +94,15 @@ class PathOptions:
     confidence_smooth_seconds: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.max_speed < 1.0:
-            raise ValueError(f"max_speed must be >= 1, got {self.max_speed}")
-        if not 0.0 <= self.min_speed <= 1.0:
-            raise ValueError(f"min_speed must be in [0, 1], got {self.min_speed}")
-        if self.lag_change_penalty < 0 or self.temperature <= 0 or self.lag_prior < 0:
-            raise ValueError("lag_change_penalty must be >= 0 and temperature > 0")
+        check.at_least("lag_change_penalty", self.lag_change_penalty, 0.0)
+        check.at_least("lag_prior", self.lag_prior, 0.0)
+        check.at_least("max_speed", self.max_speed, 1.0)
+        check.within("min_speed", self.min_speed, 0.0, 1.0)
+        check.at_least("smooth_seconds", self.smooth_seconds, 0.0, "seconds")
+        check.whole_within("smooth_order", self.smooth_order, 0)
+        check.positive("temperature", self.temperature, "spreads")
+        check.whole_within("confidence_bins", self.confidence_bins, 0)
+        check.at_least("confidence_smooth_seconds", self.confidence_smooth_seconds, 0.0, "seconds")
 
 
 # --------------------------------------------------------------------------------------
@@ -556,6 +560,26 @@ def banded_dtw(
     total : float
         Sum of the costs of its cells (and of its step penalties).
     """
+    c, lo, pen = _checked_band(cost_band, lo, n_cols, step_penalty)
+    if not open_begin and lo[0] != 0:
+        raise ValueError("closed-begin DTW needs column 0 in the first row's band")
+    d = _accumulate_band(c, lo, pen, open_begin)
+    if open_end:
+        w = int(np.argmin(d[-1]))
+    else:
+        w = int(n_cols - 1 - lo[-1])
+        if not 0 <= w < c.shape[1]:
+            raise ValueError("closed-end DTW needs the last column in the last row's band")
+    total = float(d[-1, w])
+    if not np.isfinite(total):
+        raise CannotMeasure("DTW found no finite path through the band")
+    pi, pj = _backtrack_band(d, lo, w, pen, open_begin)
+    return pi, pj, total
+
+
+def _checked_band(cost_band: np.ndarray, lo: np.ndarray, n_cols: int,
+                  step_penalty: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Costs as float64 (N, W), ``lo`` as int64 and the step penalty, checked (see :func:`banded_dtw`)."""
     c = np.asarray(cost_band, dtype=np.float64)
     pen = float(step_penalty)
     if not pen >= 0.0:
@@ -570,14 +594,15 @@ def banded_dtw(
         raise ValueError("band rows must lie inside the matrix")
     if not np.all(np.isfinite(c)):
         raise ValueError("DTW costs must be finite")
+    return c, lo, pen
+
+
+def _accumulate_band(c: np.ndarray, lo: np.ndarray, pen: float, open_begin: bool) -> np.ndarray:
+    """The accumulated cost table ``D`` (N, W) of :func:`banded_dtw`, row by row (the inner loop)."""
+    n_rows, width = c.shape
     big = np.inf
     d = np.full((n_rows, width), big)
-    if open_begin:
-        d[0] = c[0]
-    else:
-        if lo[0] != 0:
-            raise ValueError("closed-begin DTW needs column 0 in the first row's band")
-        d[0] = np.cumsum(c[0] + pen) - pen
+    d[0] = c[0] if open_begin else np.cumsum(c[0] + pen) - pen
     ext = np.full(3 * width + 2, big)  # scratch: previous row placed at an offset
     for i in range(1, n_rows):
         shift = int(lo[i] - lo[i - 1])  # current w ↔ previous w + shift
@@ -589,16 +614,15 @@ def banded_dtw(
         a = c[i] + np.minimum(up + pen, diag)
         s = np.cumsum(c[i] + pen)
         d[i] = s + np.minimum.accumulate(a - s)
-    # end cell
-    if open_end:
-        w = int(np.argmin(d[-1]))
-    else:
-        w = int(n_cols - 1 - lo[-1])
-        if not 0 <= w < width:
-            raise ValueError("closed-end DTW needs the last column in the last row's band")
-    total = float(d[-1, w])
-    if not np.isfinite(total):
-        raise CannotMeasure("DTW found no finite path through the band")
+    return d
+
+
+def _backtrack_band(d: np.ndarray, lo: np.ndarray, w: int, pen: float,
+                    open_begin: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The optimal path from the end cell (last row, band column ``w``) back to the start, in
+    full-matrix coordinates, start first; ties go to the diagonal step."""
+    n_rows, width = d.shape
+    big = np.inf
 
     def val(ii: int, jj: int) -> float:
         ww = jj - int(lo[ii])
@@ -618,7 +642,7 @@ def banded_dtw(
             i, j = best[1], best[2]
         pi.append(i)
         pj.append(j)
-    return np.asarray(pi[::-1], dtype=np.int64), np.asarray(pj[::-1], dtype=np.int64), total
+    return np.asarray(pi[::-1], dtype=np.int64), np.asarray(pj[::-1], dtype=np.int64)
 
 
 def dtw(cost: np.ndarray, band: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:

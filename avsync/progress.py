@@ -6,7 +6,9 @@ bars, tests pass nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -31,3 +33,14 @@ def track(
         if i % every == 0:
             progress(stage, i, total)
     progress(stage, total if total is not None else i, total if total is not None else i)
+
+
+@contextmanager
+def timed(seconds: dict[str, float], stage: str, add: bool = False) -> Iterator[None]:
+    """Record the wall time of the ``with`` block as ``seconds[stage]`` (added to what is
+    there with ``add``): the flows' per-stage timings."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = (seconds.get(stage, 0.0) if add else 0.0) + time.perf_counter() - t0

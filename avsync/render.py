@@ -218,19 +218,9 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
     ValueError
         Empty, non-monotonic or out-of-range plan.
     """
-    plan = np.asarray(plan).reshape(-1)
-    if plan.size == 0:
-        raise ValueError("empty frame plan")
-    if not np.issubdtype(plan.dtype, np.integer):
-        raise ValueError("frame plan must hold integer frame indices")
-    if np.any(np.diff(plan) < 0):
-        raise ValueError("frame plan must be monotonic non-decreasing")
+    plan = _checked_plan(plan)
     vpath = str(video_path)
-    info = media.probe(vpath)
-    if not info.has_video:
-        raise InputError(f"no video stream in '{vpath}'")
-    if plan.min() < 0 or plan.max() >= info.n_frames:
-        raise ValueError(f"frame plan indices must be in [0, {info.n_frames - 1}]")
+    info = _checked_source(vpath, plan)
     for src in (video_path, audio_path):
         if src is not None and _same_file(src, out_path):
             raise OutputError(f"'{out_path}' is an input; refusing to overwrite it")
@@ -239,7 +229,6 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
     copy, a_rate, a_layout = (False, 0, "")
     if audio_path is not None:
         copy, a_rate, a_layout = _audio_source(str(audio_path), ext, audio_sr)
-    K = int(plan.size)
 
     with media._open(vpath) as vc:
         src_pts = np.sort(media._video_pts(vc, vc.streams.video[0], vpath))
@@ -248,52 +237,102 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
         ds = dc.streams.video[0]
         ds.thread_type = "AUTO"
         frames = _SourceFrames(dc, ds, src_pts)
-        audio_iter = None
-        template = None
-        if audio_path is not None and copy:
-            audio_iter = _copy_packets(str(audio_path))
-            _, template = next(audio_iter)
-        elif audio_path is not None:
-            audio_iter = media.iter_audio(str(audio_path), rate=a_rate, layout=a_layout)
+        items, template = _audio_items(audio_path, copy, a_rate, a_layout)
         writer = media.MediaWriter(
             tmp, width=info.width, height=info.height, rate=rate, sar=info.sar,
             rotation=info.rotation, crf=crf, preset=preset,
-            audio_rate=a_rate if (audio_iter is not None and not copy) else None,
+            audio_rate=a_rate if (items is not None and not copy) else None,
             audio_layout=a_layout or "stereo", audio_template=template)
         try:
-            audio_done = audio_iter is None
-            n_target = K
-            k = 0
-            if progress is not None:
-                progress("render", 0, K)
-            while True:
-                # keep audio ~0.5 s ahead of the video so the muxer interleaves cheaply
-                while not audio_done and writer.audio_time() < (k + 1) / rate + 0.5:
-                    item = next(audio_iter, None)
-                    if item is None:
-                        audio_done = True
-                        n_target = max(1, math.ceil(writer.audio_time() * rate - 1e-6))
-                        break
-                    if copy:
-                        origin, pk = item
-                        tb = pk.time_base
-                        end = float((pk.pts + (pk.duration or 0)) * tb) - origin
-                        if end > 0 or pk.is_discard:
-                            writer.copy_audio_packet(pk, offset=origin)
-                    else:
-                        writer.write_audio(item)
-                if audio_done and k >= n_target:
-                    break
-                writer.write_video(frames.get(int(plan[min(k, K - 1)])))
-                k += 1
-                if progress is not None and k % 10 == 0:
-                    progress("render", k, max(K, k))
+            k = _encode(writer, frames, _AudioFeed(items, copy), plan, rate, progress)
             writer.close()
         except BaseException:
             writer.abort()
             raise
         finally:
-            if audio_iter is not None:
-                audio_iter.close()
+            if items is not None:
+                items.close()
         if progress is not None:
             progress("render", k, k)
+
+
+def _checked_plan(plan: np.ndarray) -> np.ndarray:
+    """The plan as a flat integer array; ValueError when empty, not integer or not monotonic."""
+    plan = np.asarray(plan).reshape(-1)
+    if plan.size == 0:
+        raise ValueError("empty frame plan")
+    if not np.issubdtype(plan.dtype, np.integer):
+        raise ValueError("frame plan must hold integer frame indices")
+    if np.any(np.diff(plan) < 0):
+        raise ValueError("frame plan must be monotonic non-decreasing")
+    return plan
+
+
+def _checked_source(vpath: str, plan: np.ndarray) -> media.MediaInfo:
+    """The source's MediaInfo; refuse a source without video or a plan outside its frames."""
+    info = media.probe(vpath)
+    if not info.has_video:
+        raise InputError(f"no video stream in '{vpath}'")
+    if plan.min() < 0 or plan.max() >= info.n_frames:
+        raise ValueError(f"frame plan indices must be in [0, {info.n_frames - 1}]")
+    return info
+
+
+def _audio_items(audio_path: str | os.PathLike | None, copy: bool, rate: int,
+                 layout: str) -> tuple[Iterator | None, object]:
+    """The reference audio as items for :class:`_AudioFeed` (AAC packets when copied, else
+    decoded chunks) and the stream template of a copy (None otherwise)."""
+    if audio_path is None:
+        return None, None
+    if copy:
+        items = _copy_packets(str(audio_path))
+        _, template = next(items)
+        return items, template
+    return media.iter_audio(str(audio_path), rate=rate, layout=layout), None
+
+
+class _AudioFeed:
+    """Writes the reference audio ahead of the video, so that the muxer interleaves cheaply."""
+
+    def __init__(self, items: Iterator | None, copy: bool) -> None:
+        self.items, self.copy = items, copy
+        self.done = items is None
+        self.n_target: int | None = None  # output frames the audio covers, once it has ended
+
+    def feed(self, writer: media.MediaWriter, until: float, rate: Fraction) -> None:
+        """Write audio until the writer's audio time reaches ``until`` seconds (or the audio ends)."""
+        assert self.items is not None or self.done
+        while not self.done and writer.audio_time() < until:
+            item = next(self.items, None)  # type: ignore[arg-type]  # items is set while not done
+            if item is None:
+                self.done = True
+                self.n_target = max(1, math.ceil(writer.audio_time() * rate - 1e-6))
+                return
+            if self.copy:
+                origin, pk = item
+                tb = pk.time_base
+                end = float((pk.pts + (pk.duration or 0)) * tb) - origin
+                if end > 0 or pk.is_discard:
+                    writer.copy_audio_packet(pk, offset=origin)
+            else:
+                writer.write_audio(item)
+
+
+def _encode(writer: media.MediaWriter, frames: _SourceFrames, audio: _AudioFeed, plan: np.ndarray,
+            rate: Fraction, progress: Progress | None) -> int:
+    """Write output frames (the plan's source frames) until the plan — or, with audio, the audio —
+    is covered: a shorter plan is padded with its last frame, a longer one cut. Returns the count."""
+    K = int(plan.size)
+    k = 0
+    if progress is not None:
+        progress("render", 0, K)
+    while True:
+        # keep audio ~0.5 s ahead of the video so the muxer interleaves cheaply
+        audio.feed(writer, (k + 1) / rate + 0.5, rate)
+        n_target = K if audio.n_target is None else audio.n_target
+        if audio.done and k >= n_target:
+            return k
+        writer.write_video(frames.get(int(plan[min(k, K - 1)])))
+        k += 1
+        if progress is not None and k % 10 == 0:
+            progress("render", k, max(K, k))

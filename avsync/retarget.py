@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
-import time
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from avsync import __version__
+from avsync import options as check
 from avsync.beats import Beats, beat_align_score
 from avsync.errors import CannotMeasure, InputError
-from avsync.progress import Progress
+from avsync.features import MODES
+from avsync.options import X264_PRESETS
+from avsync.progress import Progress, timed
 from avsync.types import Correspondence
 
 MIN_MUSIC_SECONDS = 2.0
@@ -38,11 +42,15 @@ MIN_MUSIC_SECONDS = 2.0
 class RetargetOptions:
     max_speed: float = 2.0  # local speed of the dance stays within [1/max_speed, max_speed] (>= 1)
     loop: bool = False  # repeat the dance when the music is longer; else the output ends with the dance
-    start: float = 0.0  # where in the music the output begins, seconds
+    start: float = 0.0  # where in the music the output begins, seconds (>= 0)
     backend: str = "classical"  # who predicts the correspondence; learned ones plug in via register_backend
-    mode: str = "auto"  # auto | dance | general: visual features (auto = pose if a person, else motion)
-    crf: int = 18  # libx264 constant rate factor of the output
-    preset: str = "veryfast"  # libx264 preset
+    # Visual features the visual beats come from (avsync.features.MODES): "dance" = stops of the
+    # pose joints; "speech" (face-mesh lips) and "general" = stops of the frame-difference motion,
+    # which sees the head and the mouth move as well as anything else; "auto" = pose when a body
+    # is found, else motion.
+    mode: str = "auto"
+    crf: int = 18  # libx264 constant rate factor of the output (0..51)
+    preset: str = "veryfast"  # libx264 preset (X264_PRESETS)
     overwrite: bool = False  # replace existing outputs
     tempo_penalty: float = 4.0  # DP cost per (change of log speed)^2 between consecutive segments
     speed_prior: float = 0.3  # DP cost per (log speed)^2 of each segment: prefer the natural speed
@@ -50,6 +58,78 @@ class RetargetOptions:
     skip_visual_cost: float = 0.05  # DP cost per visual beat left off the music's beats
     smooth_frames: float = 2.0  # Gaussian sigma (output frames) smoothing the speed between anchors
     cache: bool = True  # cache features on disk
+
+    def __post_init__(self) -> None:
+        check.at_least("max_speed", self.max_speed, 1.0)
+        check.at_least("start", self.start, 0.0, "seconds")
+        if self.backend not in _BACKENDS:
+            raise check.OptionError("backend", f"'{self.backend}' cannot retarget (available: {', '.join(backends())})")
+        check.one_of("mode", self.mode, MODES)
+        check.whole_within("crf", self.crf, 0, 51)
+        check.one_of("preset", self.preset, X264_PRESETS)
+        for name in ("tempo_penalty", "speed_prior", "skip_music_cost", "skip_visual_cost", "smooth_frames"):
+            check.at_least(name, getattr(self, name), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Backends: who predicts the correspondence
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetargetInputs:
+    """Everything a retarget backend may use to predict the time map.
+
+    Attributes
+    ----------
+    visual : avsync.features.VisualFeatures or None
+        Features of the dance (keypoints, motion grid, envelope) on its frame grid.
+    music : ndarray, shape (S,)
+        The new music, mono float32 at ``sr`` (the whole song; the output starts at
+        ``opts.start``).
+    sr : int
+        Sample rate of ``music``.
+    visual_beats, music_beats : Beats
+        Beats found by :mod:`avsync.beats` (dance clock / song clock).
+    dance_duration, music_duration : float
+        Seconds.
+    fps : float
+        Output frame rate.
+    """
+
+    visual: Any
+    music: np.ndarray
+    sr: int
+    visual_beats: Beats
+    music_beats: Beats
+    dance_duration: float
+    music_duration: float
+    fps: float
+
+
+# A backend returns what :func:`plan_retarget` returns: (Correspondence, matches, unwrapped
+# dance time per output frame, note). Learned backends (AlignNet-style dense correspondence
+# conditioned on the new music) register here and predict ``unwrapped`` directly; the speed
+# bound is enforced on whatever they return.
+RetargetBackend = Callable[[RetargetInputs, RetargetOptions], tuple[Correspondence, list, np.ndarray, str]]
+
+
+def _classical(inp: RetargetInputs, opts: RetargetOptions):
+    return plan_retarget(inp.visual_beats, inp.music_beats, inp.dance_duration, inp.music_duration,
+                         opts, fps=inp.fps)
+
+
+_BACKENDS: dict[str, RetargetBackend] = {"classical": _classical}
+
+
+def register_backend(name: str, fn: RetargetBackend) -> None:
+    """Make ``fn`` available as ``retarget --backend name``."""
+    _BACKENDS[name] = fn
+
+
+def backends() -> list[str]:
+    """Names usable with ``--backend``."""
+    return sorted(_BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -124,6 +204,95 @@ def _unwrap_visual(v: np.ndarray, w: np.ndarray, dance_duration: float, reps: in
     return np.tile(v, reps) + k * dance_duration, np.tile(w, reps), k
 
 
+def _skip_bound(t: np.ndarray, low: int) -> int:
+    """Most beats a segment may skip: about 4 s worth at the train's median spacing, in [low, 16].
+
+    Skips are bounded in time, not in count, so that sparse visual beats on fast music are not
+    forced to the speed bound."""
+    ibi = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+    return int(np.clip(math.ceil(4.0 / max(ibi, 1e-3)), low, 16))
+
+
+class _BeatDP:
+    """Tables of :func:`_match_dp`: per node (i, j) the best score, the log speed of the segment
+    arriving there, and the predecessor node (-1, -1 = the origin)."""
+
+    def __init__(self, v: np.ndarray, wv: np.ndarray, u: np.ndarray, wm: np.ndarray, opts: RetargetOptions) -> None:
+        S = float(opts.max_speed)
+        self.v, self.u = v, u
+        self.lo, self.hi = math.log(1.0 / S) - 1e-9, math.log(S) + 1e-9
+        self.reward = 0.6 + 0.2 * wv[:, None] + 0.4 * wm[None, :]  # (nv, nm)
+        self.cm, self.cv = opts.skip_music_cost, opts.skip_visual_cost
+        self.lam, self.mu = opts.tempo_penalty, opts.speed_prior
+        nv, nm = v.size, u.size
+        self.score = np.full((nv, nm), -np.inf)
+        self.lsp = np.zeros((nv, nm))
+        self.prev = np.full((nv, nm, 2), -1, dtype=np.int64)
+
+    def from_origin(self, i: int) -> tuple[np.ndarray, ...]:
+        """Row i reached straight from the origin (dance 0 at output 0): speed v_i / u_j."""
+        v, u, nm = self.v, self.u, self.u.size
+        ls0 = np.log(v[i] / u) if v[i] > 0 else np.full(nm, -np.inf)
+        ok0 = (u > 0) & (ls0 >= self.lo) & (ls0 <= self.hi)
+        if v[i] == 0:
+            ok0 = u == 0
+            ls0 = np.zeros(nm)
+        best = np.where(ok0, self.reward[i] - self.cm * np.arange(nm) - self.cv * i - self.mu * ls0**2, -np.inf)
+        return best, np.where(ok0, ls0, 0.0), np.full(nm, -1), np.full(nm, -1)
+
+    def relax(self, i: int, ip: int, max_skip_music: int, row: tuple[np.ndarray, ...]) -> None:
+        """Improve row i's candidates ``row`` with segments from row ip (every music skip)."""
+        best, best_ls, best_pi, best_pj = row
+        src_row, nm, di = self.score[ip], self.u.size, i - ip
+        dv = self.v[i] - self.v[ip]
+        for dj in range(1, min(max_skip_music, nm - 1) + 1):
+            src = src_row[: nm - dj]
+            ls = np.log(dv / (self.u[dj:] - self.u[: nm - dj]))
+            ok = np.isfinite(src) & (ls >= self.lo) & (ls <= self.hi)
+            if not ok.any():
+                continue
+            c = (
+                src
+                + self.reward[i, dj:]
+                - self.cm * (dj - 1)
+                - self.cv * (di - 1)
+                - self.lam * (ls - self.lsp[ip, : nm - dj]) ** 2
+                - self.mu * ls**2
+            )
+            c = np.where(ok, c, -np.inf)
+            better = c > best[dj:]
+            if better.any():
+                sl = np.nonzero(better)[0] + dj
+                best[sl] = c[better]
+                best_ls[sl] = ls[better]
+                best_pi[sl] = ip
+                best_pj[sl] = sl - dj
+
+    def store(self, i: int, row: tuple[np.ndarray, ...]) -> None:
+        best, best_ls, best_pi, best_pj = row
+        self.score[i] = best
+        self.lsp[i] = best_ls
+        self.prev[i, :, 0] = best_pi
+        self.prev[i, :, 1] = best_pj
+
+    def best_chain(self, end_limit: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+                   ) -> list[tuple[int, int]]:
+        """The best chain's nodes in order; music beats still to come inside the output but left
+        unmatched after its last node cost ``skip_music_cost`` each."""
+        if not np.isfinite(self.score).any():
+            return []
+        ii, jj = np.nonzero(np.isfinite(self.score))
+        remaining = end_limit(ii, jj, self.lsp[ii, jj])
+        total = self.score[ii, jj] - self.cm * remaining
+        k = int(np.argmax(total))
+        i, j = int(ii[k]), int(jj[k])
+        chain = []
+        while i >= 0 and j >= 0:
+            chain.append((i, j))
+            i, j = (int(x) for x in self.prev[i, j])
+        return chain[::-1]
+
+
 def _match_dp(
     v: np.ndarray,
     wv: np.ndarray,
@@ -145,86 +314,19 @@ def _match_dp(
 
     Returns the matched (i, j) pairs in order (may be empty).
     """
-    S = float(opts.max_speed)
-    lo, hi = math.log(1.0 / S) - 1e-9, math.log(S) + 1e-9
-    nv, nm = v.size, u.size
-    if nv == 0 or nm == 0:
+    if v.size == 0 or u.size == 0:
         return []
-    # Skips are bounded in time (a segment may span about 4 s), not in count, so that
-    # sparse visual beats on fast music are not forced to the speed bound.
-    if max_skip_music is None:
-        ibi = float(np.median(np.diff(u))) if nm > 1 else 1.0
-        max_skip_music = int(np.clip(math.ceil(4.0 / max(ibi, 1e-3)), 4, 16))
-    if max_skip_visual is None:
-        ibi = float(np.median(np.diff(v))) if nv > 1 else 1.0
-        max_skip_visual = int(np.clip(math.ceil(4.0 / max(ibi, 1e-3)), 8, 16))
-    reward = 0.6 + 0.2 * wv[:, None] + 0.4 * wm[None, :]  # (nv, nm)
-    cm, cv = opts.skip_music_cost, opts.skip_visual_cost
-    lam, mu = opts.tempo_penalty, opts.speed_prior
-    NEG = -np.inf
-    score = np.full((nv, nm), NEG)
-    lsp = np.zeros((nv, nm))
-    prev = np.full((nv, nm, 2), -1, dtype=np.int64)
-    jidx = np.arange(nm)
+    skip_m = _skip_bound(u, 4) if max_skip_music is None else max_skip_music
+    skip_v = _skip_bound(v, 8) if max_skip_visual is None else max_skip_visual
+    dp = _BeatDP(v, wv, u, wm, opts)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(nv):
-            # Origin → (i, j): speed v_i / u_j.
-            ls0 = np.log(v[i] / u) if v[i] > 0 else np.full(nm, -np.inf)
-            ok0 = (u > 0) & (ls0 >= lo) & (ls0 <= hi)
-            if v[i] == 0:
-                ok0 = u == 0
-                ls0 = np.zeros(nm)
-            best = np.where(ok0, reward[i] - cm * jidx - cv * i - mu * ls0**2, NEG)
-            best_ls = np.where(ok0, ls0, 0.0)
-            best_pi = np.full(nm, -1)
-            best_pj = np.full(nm, -1)
-            for di in range(1, min(max_skip_visual, i) + 1):
-                ip = i - di
-                row = score[ip]
-                if not np.isfinite(row).any():
-                    continue
-                dv = v[i] - v[ip]
-                for dj in range(1, min(max_skip_music, nm - 1) + 1):
-                    src = row[: nm - dj]
-                    du = u[dj:] - u[: nm - dj]
-                    ls = np.log(dv / du)
-                    ok = np.isfinite(src) & (ls >= lo) & (ls <= hi)
-                    if not ok.any():
-                        continue
-                    c = (
-                        src
-                        + reward[i, dj:]
-                        - cm * (dj - 1)
-                        - cv * (di - 1)
-                        - lam * (ls - lsp[ip, : nm - dj]) ** 2
-                        - mu * ls**2
-                    )
-                    c = np.where(ok, c, NEG)
-                    tgt = best[dj:]
-                    better = c > tgt
-                    if better.any():
-                        sl = np.nonzero(better)[0] + dj
-                        best[sl] = c[better]
-                        best_ls[sl] = ls[better]
-                        best_pi[sl] = ip
-                        best_pj[sl] = sl - dj
-            score[i] = best
-            lsp[i] = best_ls
-            prev[i, :, 0] = best_pi
-            prev[i, :, 1] = best_pj
-    if not np.isfinite(score).any():
-        return []
-    # Termination: music beats still to come inside the output but left unmatched cost cm.
-    ii, jj = np.nonzero(np.isfinite(score))
-    remaining = end_limit(ii, jj, lsp[ii, jj])
-    total = score[ii, jj] - cm * remaining
-    k = int(np.argmax(total))
-    i, j = int(ii[k]), int(jj[k])
-    chain = []
-    while i >= 0 and j >= 0:
-        chain.append((i, j))
-        i, j = (int(x) for x in prev[i, j])
-    return chain[::-1]
+        for i in range(v.size):
+            row = dp.from_origin(i)
+            for di in range(1, min(skip_v, i) + 1):
+                if np.isfinite(dp.score[i - di]).any():
+                    dp.relax(i, i - di, skip_m, row)
+            dp.store(i, row)
+    return dp.best_chain(end_limit)
 
 
 def _smooth_speed(speed: np.ndarray, sigma: float) -> np.ndarray:
@@ -271,29 +373,15 @@ def plan_retarget(
     note : str
         Human words on how the output length was decided.
     """
-    S = float(opts.max_speed)
-    if not S >= 1.0 or not math.isfinite(S):
-        raise InputError(f"--max-speed must be >= 1 (got {opts.max_speed})")
     D = float(dance_duration)
     if not D > 0:
         raise InputError("the dance has no duration")
     start = float(opts.start)
     if not 0 <= start < music_duration:
-        raise InputError(f"--start {start:g} s is outside the music (0 to {music_duration:.2f} s)")
+        raise InputError(f"start {start:g} s is outside the music (0 to {music_duration:.2f} s)")
     Mo = float(music_duration) - start  # output span available from the music
-    # Music beats on the output clock.
-    keep = (music_beats.times >= start) & (music_beats.times < music_duration)
-    u = music_beats.times[keep] - start
-    wm = music_beats.strength[keep] if music_beats.strength.size else np.ones(u.size)
-    if music_beats.downbeats is not None and music_beats.downbeats.size == music_beats.times.size:
-        wm = np.clip(wm + 0.25 * music_beats.downbeats[keep], 0, 1.25)
-    vin = visual_beats.times < D
-    v0, w0 = visual_beats.times[vin], visual_beats.strength[vin]
-    if opts.loop:
-        reps = int(math.ceil(Mo * S / D)) + 1
-        v, wv, rep = _unwrap_visual(v0, w0, D, reps)
-    else:
-        v, wv, rep = v0, w0, np.zeros(v0.size, dtype=int)
+    u, wm = _music_on_output_clock(music_beats, start, music_duration)
+    v0, w0, v, wv, rep = _visual_train(visual_beats, D, Mo, opts)
 
     def end_limit(ii: np.ndarray, jj: np.ndarray, ls: np.ndarray) -> np.ndarray:
         # Music beats after j that the output still covers after the last anchor.
@@ -301,42 +389,9 @@ def plan_retarget(
         return np.maximum(np.searchsorted(u, u_end, side="left") - jj - 1, 0)
 
     chain = _match_dp(v, wv, u, wm, opts, end_limit)
-    # Anchors of the piecewise-linear map (output time, unwrapped dance time).
-    au = [0.0] + [float(u[j]) for _, j in chain]
-    av = [0.0] + [float(v[i]) for i, _ in chain]
-    tail = (av[-1] - av[-2]) / (au[-1] - au[-2]) if len(au) >= 2 and au[-1] > au[-2] else 1.0
-    tail = float(np.clip(tail, 1.0 / S, S))
-    if opts.loop:
-        u_end = Mo
-        note = f"the dance is looped to cover the music ({Mo:.2f} s)"
-    else:
-        u_dance_end = au[-1] + (D - av[-1]) / tail
-        if u_dance_end < Mo:
-            u_end = u_dance_end
-            note = (
-                f"the output ends with the dance at {u_end:.2f} s, before the music ends "
-                f"({Mo:.2f} s from --start); use --loop to repeat the dance"
-            )
-        else:
-            u_end = Mo
-            note = f"the output covers the music ({Mo:.2f} s); the dance is cut where the music ends"
-    au.append(au[-1] + max(u_end - au[-1], 0.0) + 1.0)  # extend past the end for the grid
-    av.append(av[-1] + tail * (au[-1] - au[-2]))
-    au_a, av_a = np.asarray(au), np.asarray(av)
-    n = max(1, int(math.floor(u_end * fps + 1e-6)))
-    # Speed per output frame of the piecewise-linear map, smoothed, then integrated.
-    grid = np.arange(n + 1) / fps
-    tau_pl = np.interp(grid, au_a, av_a)
-    step = np.diff(tau_pl) * fps  # speed on each frame interval, in [1/S, S]
-    step = np.clip(_smooth_speed(step, opts.smooth_frames), 1.0 / S, S)
-    tau = np.concatenate([[0.0], np.cumsum(step) / fps])[:n]
-    if not opts.loop:
-        # The last frame must still be inside the dance.
-        inside = tau < D - 1e-9
-        n = max(1, int(np.count_nonzero(inside)))
-        tau = tau[:n]
-    src = np.mod(tau, D) if opts.loop else tau
-    corr = Correspondence(src_time=src, rate=float(fps))
+    au, av, u_end, note = _anchors(chain, u, v, D, Mo, opts)
+    tau = _integrate_speed(au, av, u_end, D, fps, opts)
+    corr = Correspondence(src_time=np.mod(tau, D) if opts.loop else tau, rate=float(fps))
     matches = [
         Match(
             visual_time=float(v0[i % v0.size]) if v0.size else 0.0,
@@ -349,6 +404,74 @@ def plan_retarget(
     if not chain:
         note += "; no visual beat could be placed on a music beat within the speed bound"
     return corr, matches, tau, note
+
+
+def _music_on_output_clock(music_beats: Beats, start: float, music_duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """Music beat times on the output clock (s from ``start``) and their weights (downbeats count more)."""
+    keep = (music_beats.times >= start) & (music_beats.times < music_duration)
+    u = music_beats.times[keep] - start
+    wm = music_beats.strength[keep] if music_beats.strength.size else np.ones(u.size)
+    if music_beats.downbeats is not None and music_beats.downbeats.size == music_beats.times.size:
+        wm = np.clip(wm + 0.25 * music_beats.downbeats[keep], 0, 1.25)
+    return u, wm
+
+
+def _visual_train(visual_beats: Beats, D: float, Mo: float, opts: RetargetOptions) -> tuple[np.ndarray, ...]:
+    """The dance's visual beats (times, weights) and the train the DP matches: repeated as often
+    as the music may need when looping. Returns v0, w0, v, wv, repetition index."""
+    vin = visual_beats.times < D
+    v0, w0 = visual_beats.times[vin], visual_beats.strength[vin]
+    if opts.loop:
+        reps = int(math.ceil(Mo * float(opts.max_speed) / D)) + 1
+        v, wv, rep = _unwrap_visual(v0, w0, D, reps)
+        return v0, w0, v, wv, rep
+    return v0, w0, v0, w0, np.zeros(v0.size, dtype=int)
+
+
+def _anchors(chain: list[tuple[int, int]], u: np.ndarray, v: np.ndarray, D: float, Mo: float,
+             opts: RetargetOptions) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """Anchors (output time, unwrapped dance time) of the piecewise-linear map, extended past its
+    end at the last segment's speed; where the output ends; a note on how that was decided."""
+    S = float(opts.max_speed)
+    au = [0.0] + [float(u[j]) for _, j in chain]
+    av = [0.0] + [float(v[i]) for i, _ in chain]
+    tail = (av[-1] - av[-2]) / (au[-1] - au[-2]) if len(au) >= 2 and au[-1] > au[-2] else 1.0
+    tail = float(np.clip(tail, 1.0 / S, S))
+    if opts.loop:
+        u_end = Mo
+        note = f"the dance is looped to cover the music ({Mo:.2f} s)"
+    elif au[-1] + (D - av[-1]) / tail < Mo:
+        u_end = au[-1] + (D - av[-1]) / tail
+        note = (
+            f"the output ends with the dance at {u_end:.2f} s, before the music ends "
+            f"({Mo:.2f} s from --start); use --loop to repeat the dance"
+        )
+    else:
+        u_end = Mo
+        note = f"the output covers the music ({Mo:.2f} s); the dance is cut where the music ends"
+    au.append(au[-1] + max(u_end - au[-1], 0.0) + 1.0)  # extend past the end for the grid
+    av.append(av[-1] + tail * (au[-1] - au[-2]))
+    return np.asarray(au), np.asarray(av), u_end, note
+
+
+def _integrate_speed(au: np.ndarray, av: np.ndarray, u_end: float, D: float, fps: float,
+                     opts: RetargetOptions) -> np.ndarray:
+    """Unwrapped dance time per output frame: the speed per output frame of the piecewise-linear
+    map through the anchors, smoothed, bounded to [1/S, S], then integrated; without ``loop``
+    cut where the dance ends."""
+    S = float(opts.max_speed)
+    n = max(1, int(math.floor(u_end * fps + 1e-6)))
+    grid = np.arange(n + 1) / fps
+    tau_pl = np.interp(grid, au, av)
+    step = np.diff(tau_pl) * fps  # speed on each frame interval, in [1/S, S]
+    step = np.clip(_smooth_speed(step, opts.smooth_frames), 1.0 / S, S)
+    tau = np.concatenate([[0.0], np.cumsum(step) / fps])[:n]
+    if not opts.loop:
+        # The last frame must still be inside the dance.
+        inside = tau < D - 1e-9
+        n = max(1, int(np.count_nonzero(inside)))
+        tau = tau[:n]
+    return tau
 
 
 def map_beats(times: np.ndarray, unwrapped: np.ndarray, rate: float, dance_duration: float,
@@ -411,67 +534,6 @@ def score_before_after(
     after = beat_align_score(ma, map_beats(visual.times, unwrapped, rate, dance_duration, loop), rate) \
         if ma.size else 0.0
     return before, after
-
-
-# --------------------------------------------------------------------------------------------
-# Backends: who predicts the correspondence
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetargetInputs:
-    """Everything a retarget backend may use to predict the time map.
-
-    Attributes
-    ----------
-    visual : avsync.features.VisualFeatures or None
-        Features of the dance (keypoints, motion grid, envelope) on its frame grid.
-    music : ndarray, shape (S,)
-        The new music, mono float32 at ``sr`` (the whole song; the output starts at
-        ``opts.start``).
-    sr : int
-        Sample rate of ``music``.
-    visual_beats, music_beats : Beats
-        Beats found by :mod:`avsync.beats` (dance clock / song clock).
-    dance_duration, music_duration : float
-        Seconds.
-    fps : float
-        Output frame rate.
-    """
-
-    visual: Any
-    music: np.ndarray
-    sr: int
-    visual_beats: Beats
-    music_beats: Beats
-    dance_duration: float
-    music_duration: float
-    fps: float
-
-
-# A backend returns what :func:`plan_retarget` returns: (Correspondence, matches, unwrapped
-# dance time per output frame, note). Learned backends (AlignNet-style dense correspondence
-# conditioned on the new music) register here and predict ``unwrapped`` directly; the speed
-# bound is enforced on whatever they return.
-RetargetBackend = Callable[[RetargetInputs, RetargetOptions], tuple[Correspondence, list, np.ndarray, str]]
-
-
-def _classical(inp: RetargetInputs, opts: RetargetOptions):
-    return plan_retarget(inp.visual_beats, inp.music_beats, inp.dance_duration, inp.music_duration,
-                         opts, fps=inp.fps)
-
-
-_BACKENDS: dict[str, RetargetBackend] = {"classical": _classical}
-
-
-def register_backend(name: str, fn: RetargetBackend) -> None:
-    """Make ``fn`` available as ``retarget --backend name``."""
-    _BACKENDS[name] = fn
-
-
-def backends() -> list[str]:
-    """Names usable with ``--backend``."""
-    return sorted(_BACKENDS)
 
 
 def _check_map(unwrapped: np.ndarray, fps: float, max_speed: float) -> tuple[float, float]:
@@ -600,136 +662,192 @@ def retarget(
     OutputError
         An output exists without ``overwrite``, or cannot be written.
     """
-    from avsync import media
-    from avsync.beats import music_beats, visual_beats
-    from avsync.features.extract import extract_visual
+    _check_paths(dance, music, (out, map_path, plot_path), opts.overwrite)
+    secs: dict[str, float] = {}
+    with timed(secs, "music_beats"):
+        has_audio = _probe_dance(dance)
+        y, sr, mb = _music(music, opts)
+        own = _own_beats(dance) if has_audio else None
+    with timed(secs, "visual_beats"):
+        vf, vb = _dance_beats(dance, own, opts, progress)
+    if len(vb) < 2:
+        raise CannotMeasure(f"no visual beats in '{dance}': nothing stops or changes direction")
+    with timed(secs, "plan"):
+        inp = RetargetInputs(vf, y, sr, vb, mb, len(vf.grid) / float(vf.fps), y.size / sr, float(vf.fps))
+        plan = _plan(inp, opts)
+    if out is not None:
+        with timed(secs, "render"):
+            _render(dance, music, out, inp, plan.unwrapped, opts, progress)
+    result = _result(out, map_path, plot_path, inp, plan, opts, secs)
+    _write_evidence(result, dance, music)
+    return result
+
+
+def _check_paths(dance: str | os.PathLike[str], music: str | os.PathLike[str],
+                 outputs: tuple[str | os.PathLike[str] | None, ...], overwrite: bool) -> None:
+    """Refuse, before any work, missing inputs and outputs that cannot or must not be written."""
     from avsync.outputs import check_output
 
     for p in (dance, music):
         if not Path(p).exists():
             raise InputError(f"no such file: '{p}'")
     ins = {Path(dance).resolve(), Path(music).resolve()}
-    for p in (out, map_path, plot_path):
+    for p in outputs:
         if p is not None and Path(p).resolve() in ins:
             raise InputError(f"the output '{p}' would overwrite an input; choose another name")
-        check_output(p, opts.overwrite)
-    if opts.backend not in _BACKENDS:
-        raise InputError(f"backend '{opts.backend}' cannot retarget (available: {', '.join(backends())})")
-    if opts.mode not in ("auto", "dance", "general"):
-        raise InputError(f"--mode must be auto, dance or general for retarget (got '{opts.mode}')")
-    if not opts.max_speed >= 1.0:
-        raise InputError(f"--max-speed must be >= 1 (got {opts.max_speed})")
-    if opts.start < 0:
-        raise InputError(f"--start must be >= 0 (got {opts.start})")
+        check_output(p, overwrite)
 
-    secs: dict[str, float] = {}
-    t0 = time.perf_counter()
+
+def _probe_dance(dance: str | os.PathLike[str]) -> bool:
+    """Refuse a dance without a picture; say whether it has a soundtrack."""
+    from avsync import media
+
     dinfo = media.probe(dance)
     if not dinfo.has_video:
         raise InputError(f"no video stream in '{dance}'")
-    minfo = media.probe(music)
-    if not minfo.has_audio:
+    return bool(dinfo.has_audio)
+
+
+# Sample rate the music (and the dance's own soundtrack) is analysed at.
+MUSIC_SR = 22050
+
+
+def _music(music: str | os.PathLike[str], opts: RetargetOptions) -> tuple[np.ndarray, int, Beats]:
+    """The new music (mono at MUSIC_SR) and its beats; refuse music too short or without a pulse."""
+    from avsync import media
+    from avsync.beats import music_beats
+
+    if not media.probe(music).has_audio:
         raise InputError(f"no audio stream in '{music}'")
-    sr = 22050
-    y = media.load_audio(music, sr=sr)
-    M = y.size / sr
+    y = media.load_audio(music, sr=MUSIC_SR)
+    M = y.size / MUSIC_SR
     if M < MIN_MUSIC_SECONDS:
         raise InputError(f"the music '{music}' is {M:.2f} s long; at least {MIN_MUSIC_SECONDS:g} s needed")
     if opts.start >= M - 0.5:
-        raise InputError(f"--start {opts.start:g} s is at or past the end of the music ({M:.2f} s)")
-    mb = music_beats(y, sr)
+        raise InputError(f"start {opts.start:g} s is at or past the end of the music ({M:.2f} s)")
+    mb = music_beats(y, MUSIC_SR)
     if len(mb) < 2:
         raise CannotMeasure(f"no beat found in the music '{music}' (silent or without a pulse)")
-    own = None
-    if dinfo.has_audio:
-        try:
-            ya = media.load_audio(dance, sr=sr)
-            own = music_beats(ya, sr, downbeats=False) if ya.size else None
-        except InputError:
-            own = None
-    secs["music_beats"] = time.perf_counter() - t0
+    return y, MUSIC_SR, mb
 
-    t1 = time.perf_counter()
+
+def _own_beats(dance: str | os.PathLike[str]) -> Beats | None:
+    """Beats of the dance's own soundtrack (None when it cannot be read or is empty)."""
+    from avsync import media
+    from avsync.beats import music_beats
+
+    try:
+        ya = media.load_audio(dance, sr=MUSIC_SR)
+    except InputError:
+        return None
+    return music_beats(ya, MUSIC_SR, downbeats=False) if ya.size else None
+
+
+def _dance_beats(dance: str | os.PathLike[str], own: Beats | None, opts: RetargetOptions,
+                 progress: Progress | None) -> tuple[Any, Beats]:
+    """The dance's visual features and its visual beats (see RetargetOptions.mode)."""
+    from avsync.beats import visual_beats
+    from avsync.features.extract import extract_visual
+
     vf = extract_visual(dance, opts.mode, cache=opts.cache, progress=progress)
-    vb = visual_beats(vf, own_beats=own)
-    secs["visual_beats"] = time.perf_counter() - t1
-    if len(vb) < 2:
-        raise CannotMeasure(f"no visual beats in '{dance}': nothing stops or changes direction")
-    fps = float(vf.fps)
-    D = len(vf.grid) / fps
+    return vf, visual_beats(vf, own_beats=own)
 
-    t2 = time.perf_counter()
-    inp = RetargetInputs(vf, y, sr, vb, mb, D, M, fps)
+
+class Planned(NamedTuple):
+    """What a retarget backend planned, checked and scored."""
+
+    corr: Correspondence
+    matches: list[Match]
+    unwrapped: np.ndarray  # dance time per output frame, monotonic, s
+    note: str
+    speed: tuple[float, float]  # slowest and fastest local speed of the map
+    bas: tuple[float, float]  # Beat Align Score before and after
+
+
+def _plan(inp: RetargetInputs, opts: RetargetOptions) -> Planned:
+    """The backend's time map, its speed range (checked against the bound) and the scores."""
     corr, matches, tau, note = _BACKENDS[opts.backend](inp, opts)
-    smin, smax = _check_map(tau, fps, opts.max_speed)
-    before, after = score_before_after(vb, mb, tau, fps, D, M, opts.start, opts.loop)
-    secs["plan"] = time.perf_counter() - t2
-    if vf.note:
-        note = f"{vf.note}; {note}"
-    n_out = int(tau.size)
+    speed = _check_map(tau, inp.fps, opts.max_speed)
+    bas = score_before_after(inp.visual_beats, inp.music_beats, tau, inp.fps, inp.dance_duration,
+                             inp.music_duration, opts.start, opts.loop)
+    if inp.visual.note:
+        note = f"{inp.visual.note}; {note}"
+    return Planned(corr, matches, tau, note, speed, bas)
 
-    if out is not None:
-        t3 = time.perf_counter()
-        from avsync.render import frame_plan, render
 
-        ft = np.asarray(vf.frame_times, dtype=float)
-        if ft.size == 0:
-            ft = media.frame_times(dance)
-        with tempfile.TemporaryDirectory(prefix="avsync-retarget-") as tmpd:
-            wav = os.path.join(tmpd, "music.wav")
-            _write_music_segment(str(music), opts.start, n_out / fps, wav)
-            source = str(dance)
-            reps = int(math.ceil((tau[-1] + 1e-9) / D)) if opts.loop else 1
-            if reps > 1:
-                source = os.path.join(tmpd, "looped.mkv")
-                _looped_source(str(dance), reps, source)
-                ft_all = np.concatenate([ft + r * D for r in range(reps)])
-                # frame i of repetition r is frame r * N + i of the looped file
-                plan = frame_plan(Correspondence(tau, fps), ft_all)
-            else:
-                plan = frame_plan(Correspondence(np.minimum(tau, ft[-1]), fps), ft)
-            render(source, plan, fps, out, audio_path=wav, crf=opts.crf, preset=opts.preset,
-                   overwrite=opts.overwrite, progress=progress)
-        secs["render"] = time.perf_counter() - t3
+def _render(dance: str | os.PathLike[str], music: str | os.PathLike[str], out: str | os.PathLike[str],
+            inp: RetargetInputs, tau: np.ndarray, opts: RetargetOptions, progress: Progress | None) -> None:
+    """Encode the dance frames the map shows (repeating the dance when looping) with the music
+    from ``opts.start`` muxed."""
+    from avsync import media
+    from avsync.render import frame_plan, render
 
-    result = RetargetResult(
+    fps, D = inp.fps, inp.dance_duration
+    ft = np.asarray(inp.visual.frame_times, dtype=float)
+    if ft.size == 0:
+        ft = media.frame_times(dance)
+    with tempfile.TemporaryDirectory(prefix="avsync-retarget-") as tmpd:
+        wav = os.path.join(tmpd, "music.wav")
+        _write_music_segment(str(music), opts.start, tau.size / fps, wav)
+        source = str(dance)
+        reps = int(math.ceil((tau[-1] + 1e-9) / D)) if opts.loop else 1
+        if reps > 1:
+            source = os.path.join(tmpd, "looped.mkv")
+            _looped_source(str(dance), reps, source)
+            ft_all = np.concatenate([ft + r * D for r in range(reps)])
+            # frame i of repetition r is frame r * N + i of the looped file
+            plan = frame_plan(Correspondence(tau, fps), ft_all)
+        else:
+            plan = frame_plan(Correspondence(np.minimum(tau, ft[-1]), fps), ft)
+        render(source, plan, fps, out, audio_path=wav, crf=opts.crf, preset=opts.preset,
+               overwrite=opts.overwrite, progress=progress)
+
+
+def _result(out: str | os.PathLike[str] | None, map_path: str | os.PathLike[str] | None,
+            plot_path: str | os.PathLike[str] | None, inp: RetargetInputs, plan: Planned, opts: RetargetOptions,
+            secs: dict[str, float]) -> RetargetResult:
+    vb, mb, fps, n_out = inp.visual_beats, inp.music_beats, inp.fps, int(plan.unwrapped.size)
+    return RetargetResult(
         output=str(out) if out is not None else None,
         map_path=str(map_path) if map_path else None,
         plot_path=str(plot_path) if plot_path else None,
         backend=opts.backend,
         visual_source=vb.source,
-        note=note,
+        note=plan.note,
         fps=fps,
         n_out=n_out,
         output_duration=n_out / fps,
-        dance_duration=D,
-        music_duration=M,
+        dance_duration=inp.dance_duration,
+        music_duration=inp.music_duration,
         start=float(opts.start),
         loop=bool(opts.loop),
         music_tempo=float(mb.tempo),
         visual_tempo=float(vb.tempo),
         n_music_beats=len(mb),
         n_visual_beats=len(vb),
-        n_matches=len(matches),
-        bas_before=before,
-        bas_after=after,
-        speed_min=smin,
-        speed_max=smax,
+        n_matches=len(plan.matches),
+        bas_before=plan.bas[0],
+        bas_after=plan.bas[1],
+        speed_min=plan.speed[0],
+        speed_max=plan.speed[1],
         max_speed=float(opts.max_speed),
         seconds={k: round(v, 3) for k, v in secs.items()},
-        correspondence=corr,
-        unwrapped=tau,
+        correspondence=plan.corr,
+        unwrapped=plan.unwrapped,
         music_beats=mb,
         visual_beats=vb,
-        matches=matches,
+        matches=plan.matches,
     )
-    if map_path:
+
+
+def _write_evidence(result: RetargetResult, dance: str | os.PathLike[str], music: str | os.PathLike[str]) -> None:
+    """The optional ``--map`` JSON and ``--plot`` PNG."""
+    if result.map_path:
         from avsync.outputs import write_json
 
-        write_json(map_path, time_map_json(result))
-    if plot_path:
-        plot_retarget(result, plot_path, title=f"avsync retarget — {Path(dance).name} to {Path(music).name}")
-    return result
+        write_json(result.map_path, time_map_json(result))
+    if result.plot_path:
+        plot_retarget(result, result.plot_path, title=f"avsync retarget — {Path(dance).name} to {Path(music).name}")
 
 
 def time_map_json(result: RetargetResult) -> dict[str, Any]:
@@ -814,3 +932,14 @@ def plot_retarget(result: RetargetResult, path: str | os.PathLike[str], *, title
     axs.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+class _FlowModule(types.ModuleType):
+    """This module, callable as its flow: ``avsync.retarget(...)`` is :func:`retarget` (the
+    package exports the flow under the module's own name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RetargetResult:
+        return retarget(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _FlowModule

@@ -55,13 +55,7 @@ def write_clip(path: Path, seconds: float = 8.0, fps: int = 25, seed: int = 0, s
     rng = np.random.default_rng(seed)
     ev = event_times(seconds, rng)
     n = int(round(seconds * fps))
-    flash = np.zeros(n)
-    for t in ev:
-        i = int(round(t * fps))
-        if i < n:
-            flash[i] = 1.0
-        if i + 1 < n:
-            flash[i + 1] = 0.5
+    flash = flash_track(ev, n, fps)
     order = np.arange(n) if plan is None else np.asarray(plan)
     c = av.open(str(path), "w")
     v = c.add_stream("libx264", rate=Fraction(fps))
@@ -75,28 +69,47 @@ def write_clip(path: Path, seconds: float = 8.0, fps: int = 25, seed: int = 0, s
         f = av.VideoFrame.from_ndarray(frame_image(int(i), flash[int(i)]), format="rgb24")
         f.pts = m
         f.time_base = Fraction(1, fps)
-        for p in v.encode(f):
-            c.mux(p)
-    for p in v.encode(None):
-        c.mux(p)
+        _mux(c, v.encode(f))
+    _mux(c, v.encode(None))
     if a is not None:
-        y = np.zeros(int(seconds * sr), np.float32)
-        tt = np.arange(int(0.06 * sr)) / sr
-        burst = (0.6 * np.sin(2 * np.pi * 1000 * tt) * np.exp(-tt / 0.02)).astype(np.float32)
-        for t in ev:
-            s = int(round(t * sr))
-            y[s:s + len(burst)] += burst[: len(y) - s]
-        y += 0.003 * rng.standard_normal(len(y)).astype(np.float32)
+        y = beep_track(ev, seconds, sr, rng)
         for s in range(0, len(y), 1024):
             fr = av.AudioFrame.from_ndarray(y[None, s:s + 1024], format="flt", layout="mono")
             fr.sample_rate = sr
             fr.pts = s
-            for p in a.encode(fr):
-                c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
+            _mux(c, a.encode(fr))
+        _mux(c, a.encode(None))
     c.close()
     return ev
+
+
+def _mux(c, packets) -> None:  # type: ignore[no-untyped-def]
+    for p in packets:
+        c.mux(p)
+
+
+def flash_track(ev: np.ndarray, n: int, fps: float) -> np.ndarray:
+    """Brightness of the box per frame (n,): 1 on the frame of each event, 0.5 on the next."""
+    flash = np.zeros(n)
+    for t in ev:
+        i = int(round(t * fps))
+        if i < n:
+            flash[i] = 1.0
+        if i + 1 < n:
+            flash[i + 1] = 0.5
+    return flash
+
+
+def beep_track(ev: np.ndarray, seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Mono float32 audio (seconds * sr,): a 60 ms 1 kHz burst at each event, over faint noise."""
+    y = np.zeros(int(seconds * sr), np.float32)
+    tt = np.arange(int(0.06 * sr)) / sr
+    burst = (0.6 * np.sin(2 * np.pi * 1000 * tt) * np.exp(-tt / 0.02)).astype(np.float32)
+    for t in ev:
+        s = int(round(t * sr))
+        y[s:s + len(burst)] += burst[: len(y) - s]
+    y += 0.003 * rng.standard_normal(len(y)).astype(np.float32)
+    return y
 
 
 def decode_indices(path: Path) -> np.ndarray:

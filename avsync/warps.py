@@ -93,10 +93,10 @@ def random_warp(
         raise ValueError("speed_range must be positive and ordered")
     bound = max_displacement * fps
     shift = rng.uniform(-max_shift, max_shift) * fps
+    speed = _SpeedCourse(rng, fps, speed_range, segment_seconds, bound)
+    events = _FreezesAndSkips(rng, freeze_prob, max_freeze_frames, skip_prob, max_skip_frames)
     plan: list[int] = []
     pos = 0.0  # original-frame position before the shift
-    seg_left, speed, target, ramp, ramp_from, ramp_pos = 0.0, 1.0, 1.0, 1.0, 1.0, 1.0
-    freeze_left = 0
     m = 0
     max_len = int(3 * n_frames / speed_range[0]) + 10 * int(fps) + 10
     while m < max_len:
@@ -104,40 +104,69 @@ def random_warp(
         if f > n_frames - 1:
             break
         plan.append(min(max(f, 0), n_frames - 1))
-        # speed schedule
-        if seg_left <= 0:
-            seg_left, target, ramp = _speed_schedule(rng, fps, speed_range, segment_seconds)
-            d = pos - m
-            if d > 0.5 * bound and target > 1.0:
-                target = 1.0 / target  # ahead: slow down
-            elif d < -0.5 * bound and target < 1.0:
-                target = 1.0 / target  # behind: speed up
-            target = float(np.clip(target, speed_range[0], speed_range[1]))
-            ramp_from, ramp_pos = speed, 0.0
-        if ramp_pos < ramp:
-            w = 0.5 - 0.5 * math.cos(math.pi * (ramp_pos + 1.0) / ramp)
-            speed = ramp_from + (target - ramp_from) * min(w, 1.0)
-            ramp_pos += 1.0
-        else:
-            speed = target
-        seg_left -= 1.0
-        step = speed
-        if freeze_left > 0:
-            step = 0.0
-            freeze_left -= 1
-        elif rng.random() < freeze_prob and max_freeze_frames >= 2:
-            freeze_left = int(rng.integers(1, max_freeze_frames)) - 1
-            step = 0.0
-            # snap to a frame centre so the frozen frame is shown exactly n times
+        step, freeze = events.step(speed.next(pos - m))
+        if freeze:  # snap to a frame centre so the frozen frame is shown exactly n times
             pos = round(pos - shift) + shift
-        elif rng.random() < skip_prob and max_skip_frames >= 1:
-            step = speed + int(rng.integers(1, max_skip_frames + 1))
         m += 1
         nxt = pos + step
         # displacement bound on the unshifted position, and monotonic
         nxt = min(max(nxt, m - bound), m + bound)
         pos = max(pos, nxt)
     return np.asarray(plan, dtype=np.int64)
+
+
+class _SpeedCourse:
+    """The speed of :func:`random_warp`, frame by frame: segments of a target speed reached by a
+    raised-cosine ramp; a new segment's target is flipped towards 1 when the displacement so far
+    exceeds half the bound in its direction."""
+
+    def __init__(self, rng: np.random.Generator, fps: float, speed_range: tuple[float, float],
+                 segment_seconds: tuple[float, float], bound: float) -> None:
+        self.rng, self.fps, self.speed_range, self.segment_seconds, self.bound = (
+            rng, fps, speed_range, segment_seconds, bound)
+        self.seg_left, self.speed, self.target, self.ramp, self.ramp_from, self.ramp_pos = 0.0, 1.0, 1.0, 1.0, 1.0, 1.0
+
+    def next(self, displacement: float) -> float:
+        """The speed of the next distorted frame, given the displacement (frames) so far."""
+        if self.seg_left <= 0:
+            self.seg_left, target, self.ramp = _speed_schedule(self.rng, self.fps, self.speed_range,
+                                                               self.segment_seconds)
+            if displacement > 0.5 * self.bound and target > 1.0:
+                target = 1.0 / target  # ahead: slow down
+            elif displacement < -0.5 * self.bound and target < 1.0:
+                target = 1.0 / target  # behind: speed up
+            self.target = float(np.clip(target, self.speed_range[0], self.speed_range[1]))
+            self.ramp_from, self.ramp_pos = self.speed, 0.0
+        if self.ramp_pos < self.ramp:
+            w = 0.5 - 0.5 * math.cos(math.pi * (self.ramp_pos + 1.0) / self.ramp)
+            self.speed = self.ramp_from + (self.target - self.ramp_from) * min(w, 1.0)
+            self.ramp_pos += 1.0
+        else:
+            self.speed = self.target
+        self.seg_left -= 1.0
+        return self.speed
+
+
+class _FreezesAndSkips:
+    """Occasional freezes (the same frame 2..max_freeze times) and skips (1..max_skip extra frames)."""
+
+    def __init__(self, rng: np.random.Generator, freeze_prob: float, max_freeze: int, skip_prob: float,
+                 max_skip: int) -> None:
+        self.rng, self.freeze_prob, self.max_freeze, self.skip_prob, self.max_skip = (
+            rng, freeze_prob, max_freeze, skip_prob, max_skip)
+        self.freeze_left = 0
+
+    def step(self, speed: float) -> tuple[float, bool]:
+        """How far the next frame advances at ``speed``, and whether a freeze starts here."""
+        if self.freeze_left > 0:
+            self.freeze_left -= 1
+            return 0.0, False
+        if self.rng.random() < self.freeze_prob and self.max_freeze >= 2:
+            self.freeze_left = int(self.rng.integers(1, self.max_freeze)) - 1
+            return 0.0, True
+        if self.rng.random() < self.skip_prob and self.max_skip >= 1:
+            return speed + int(self.rng.integers(1, self.max_skip + 1)), False
+        return speed, False
 
 
 def tae_warp(

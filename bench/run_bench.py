@@ -70,7 +70,7 @@ def measure(cmd: list[str]) -> dict[str, float]:
 def speed(media: Path, work: Path, full: bool) -> list[str]:
     import numpy as np
 
-    from avsync.bench.data import cut_clips
+    from avsync.evaluation.data import cut_clips
     from avsync.media import probe
     from avsync.render import render
     from avsync.warps import random_warp
@@ -120,9 +120,9 @@ def main() -> None:
     ap.add_argument("--backends", default=None)
     ap.add_argument("--max-clips", type=int, default=None, help="clips per split (default: all held-out, 12 dev)")
     args = ap.parse_args()
-    from avsync.bench.data import bbb_splits
-    from avsync.bench.protocol import BenchOptions, markdown_table, run_bench
     from avsync.cache import cache_dir
+    from avsync.evaluation.data import bbb_splits
+    from avsync.evaluation.protocol import BenchOptions, markdown_table, run_bench
 
     media = media_dir()
     work = cache_dir() / "bench-data"

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from avsync.bench.protocol import markdown_table, shift_audio, split_backend
+from avsync.evaluation.protocol import markdown_table, shift_audio, split_backend
 from avsync.features import AudioFeatures
 from avsync.synthetic import write_clip
 from avsync.types import Signal
@@ -78,7 +78,7 @@ def test_bench_cli_end_to_end(tmp_path):
 
 
 def test_markdown_table_marks_missing_values():
-    from avsync.bench.protocol import BackendRow, BenchResult
+    from avsync.evaluation.protocol import BackendRow, BenchResult
 
     res = BenchResult(data_dir="d", n_clips=1, options={}, protocol="p",
                       rows=[BackendRow("none", 1, afe=2.0, itu=0.5, acc1=0.25), BackendRow("x", 1)],
@@ -89,7 +89,7 @@ def test_markdown_table_marks_missing_values():
 
 
 def test_markdown_table_has_one_separator_per_column():
-    from avsync.bench.protocol import BackendRow, BenchResult
+    from avsync.evaluation.protocol import BackendRow, BenchResult
 
     res = BenchResult(data_dir="d", n_clips=1, options={}, protocol="p", rows=[BackendRow("x", 1)],
                       features_s_per_min=1.0)

@@ -238,7 +238,7 @@ def test_output_length_with_loop_and_start():
 
 
 def test_bad_options():
-    with pytest.raises(InputError, match="max-speed"):
+    with pytest.raises(InputError, match="max_speed"):
         plan_retarget(_b([1.0]), _b([1.0]), 5.0, 5.0, RetargetOptions(max_speed=0.8))
     with pytest.raises(InputError, match="start"):
         plan_retarget(_b([1.0]), _b([1.0]), 5.0, 5.0, RetargetOptions(start=6.0))
@@ -348,3 +348,18 @@ def test_cli_bad_input(media_dir, tmp_path):
               "--backend", "alignnet"])
     assert r.exit_code != 0 and "cannot retarget" in r.output
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_mode_speech_works_through_the_motion_stops(media_dir, tmp_path):
+    """Every command takes the same modes: speech retargets on the stops of the picture's motion
+    (here no face is found, and the note says so)."""
+    import json
+
+    out = tmp_path / "speech.mp4"
+    r = _cli(["retarget", str(media_dir / "dance.mp4"), str(media_dir / "music.wav"), "-o", str(out),
+              "--mode", "speech", "--json", "--no-cache"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["visual_source"] == "motion" and "no face found" in res["note"]
+    assert res["bas_after"] > res["bas_before"] + 0.25
+    assert out.stat().st_size > 1000

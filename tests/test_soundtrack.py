@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from avsync.bench.protocol import render_distorted
+from avsync.evaluation.protocol import render_distorted
 from avsync.features.audio import audio_features
 from avsync.path import PathOptions, viterbi_lags
 from avsync.soundtrack import soundtrack_affinity, warp_audio

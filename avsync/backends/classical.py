@@ -22,10 +22,12 @@ normalised cross-correlation (Hann windows of half-widths ``window_seconds``, av
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from avsync import options as check
 from avsync.backends import BackendInfo, register
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
@@ -59,6 +61,17 @@ class ClassicalOptions:
     # A lag whose overlap (audio rows with picture present) is below this fraction of the
     # window / clip has its score scaled down proportionally.
     min_overlap: float = 0.5
+
+    def __post_init__(self) -> None:
+        wins = (self.window_seconds,) if isinstance(self.window_seconds, (int, float)) else self.window_seconds
+        if not len(wins):
+            raise check.OptionError("window_seconds", "must name at least one window (got none)")
+        for w in wins:
+            check.positive("window_seconds", w)
+        check.at_least("detrend_seconds", self.detrend_seconds, 0.0, "seconds")
+        check.at_least("smooth_frames", self.smooth_frames, 0.0, "frames")
+        check.at_least("var_floor", self.var_floor, 0.0)
+        check.within("min_overlap", self.min_overlap, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -202,20 +215,27 @@ def local_ncc(
     for c0 in range(0, lags.size, chunk):
         sl = lags[c0 : c0 + chunk]
         cols = idx[None, :] + sl[:, None] + max_lag  # (l, T)
-        vs, ms = vext[cols], mext[cols]
-        am = a[None, :] * ms
-        n = np.maximum(filt(ms), 1e-12)
-        sa, saa = filt(am), filt(am * a[None, :])
-        sv, svv = filt(vs), filt(vs * vs)
-        sav = filt(am * vs)
-        mu_a, mu_v = sa / n, sv / n
-        cov = sav / n - mu_a * mu_v
-        var_a = np.maximum(saa / n - mu_a**2, 0.0) + var_floor
-        var_v = np.maximum(svv / n - mu_v**2, 0.0) + var_floor
-        r = cov / np.sqrt(var_a * var_v)
+        r, n = _windowed_pearson(a[None, :], vext[cols], mext[cols], filt, var_floor)
         r *= np.minimum(1.0, n / max(min_overlap, 1e-6))
         out[:, c0 : c0 + sl.size] = r.T
     return out
+
+
+def _windowed_pearson(a: np.ndarray, vs: np.ndarray, ms: np.ndarray, filt: Callable[[np.ndarray], np.ndarray],
+                      var_floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed Pearson correlation of ``a`` (1, T) with each row of ``vs`` (l, T) where the
+    mask ``ms`` (l, T) is 1, the window being the filter ``filt``; variances floored by
+    ``var_floor``. Returns the correlations (l, T) and the window weight present, ``n`` (l, T)."""
+    am = a * ms
+    n = np.maximum(filt(ms), 1e-12)
+    sa, saa = filt(am), filt(am * a)
+    sv, svv = filt(vs), filt(vs * vs)
+    sav = filt(am * vs)
+    mu_a, mu_v = sa / n, sv / n
+    cov = sav / n - mu_a * mu_v
+    var_a = np.maximum(saa / n - mu_a**2, 0.0) + var_floor
+    var_v = np.maximum(svv / n - mu_v**2, 0.0) + var_floor
+    return cov / np.sqrt(var_a * var_v), n
 
 
 def global_xcorr(a: np.ndarray, v: np.ndarray, max_lag: int, i0: int = 0, i1: int | None = None,

@@ -7,23 +7,32 @@ from typing import Annotated
 
 import typer
 
-from avsync.align import X264_PRESETS
-from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.align import PATHS, SYNC_BY, AlignOptions
+from avsync.cli._app import app, print_json, rich_progress, run
+from avsync.cli._options import build, choice
+from avsync.features import MODES
+from avsync.options import X264_PRESETS
+
+D = AlignOptions  # defaults come from the library's options
 
 
 def check_common(mode: str | None = None, device: str | None = None, crf: int | None = None,
                  preset: str | None = None, max_shift: float | None = None) -> None:
-    """Validate options shared by several commands; one error line on failure."""
-    if mode is not None and mode not in ("auto", "dance", "speech", "general"):
-        fail(f"--mode must be auto, dance, speech or general (got '{mode}')")
-    if device is not None and not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
-        fail(f"--device must be auto, cpu or cuda (got '{device}')")
-    if crf is not None and not 0 <= crf <= 51:
-        fail(f"--crf must be within 0..51 (got {crf})")
-    if preset is not None and preset not in X264_PRESETS:
-        fail(f"--preset must be one of {', '.join(X264_PRESETS)} (got '{preset}')")
-    if max_shift is not None and not max_shift > 0:
-        fail(f"--max-shift must be positive (got {max_shift})")
+    """Transitional, for cli/offset.py until it builds its options with :func:`build`; remove then.
+    The same checks as the options dataclasses, one error line naming the flag."""
+    from avsync import options as check
+    from avsync.cli._app import fail
+
+    given = {"mode": (check.one_of, (MODES,)), "device": (check.device, ()), "crf": (check.whole_within, (0, 51)),
+             "preset": (check.one_of, (X264_PRESETS,)), "max_shift": (check.positive, ())}
+    for name, value in (("mode", mode), ("device", device), ("crf", crf), ("preset", preset),
+                        ("max_shift", max_shift)):
+        fn, args = given[name]
+        try:
+            if value is not None:
+                fn(name, value, *args)  # type: ignore[operator]
+        except check.OptionError as e:
+            fail(f"--{name.replace('_', '-')} {e.message}")
 
 
 @app.command()
@@ -31,42 +40,37 @@ def align(
     video: Annotated[Path, typer.Argument(help="Video to re-time (any container PyAV reads).")],
     audio: Annotated[Path, typer.Option("--audio", "-a", help="Reference audio (any container).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Re-timed video to write (.mp4, .mkv, .mov).")],
-    backend: Annotated[str, typer.Option(help="Alignment backend.")] = "classical",
-    mode: Annotated[str, typer.Option(help="auto | dance | speech | general.")] = "auto",
-    max_shift: Annotated[float, typer.Option("--max-shift", help="Largest lag searched, seconds.")] = 2.0,
-    max_speed: Annotated[float, typer.Option("--max-speed", help="Fastest source speed-up allowed.")] = 2.0,
+    backend: Annotated[str, typer.Option(help="Alignment backend.")] = D.backend,
+    mode: Annotated[str, typer.Option(help="Visual features: body pose, lips, keypoint-free motion, or decide.",
+                                      **choice(MODES, "--mode"))] = D.mode,
+    max_shift: Annotated[float, typer.Option("--max-shift", help="Largest lag searched, seconds.")] = D.max_shift,
+    max_speed: Annotated[float, typer.Option("--max-speed", help="Fastest source speed-up allowed.")] = D.max_speed,
     map_path: Annotated[Path | None, typer.Option("--map", help="Write the warp map (JSON).")] = None,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a plot of the warp (PNG).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
-    crf: Annotated[int, typer.Option(help="libx264 quality (lower = better).")] = 18,
-    preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = "auto",
+    crf: Annotated[int, typer.Option(help="libx264 quality (lower = better).")] = D.crf,
+    preset: Annotated[str, typer.Option(help="libx264 preset.", **choice(X264_PRESETS, "--preset"))] = D.preset,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = D.device,
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
     path: Annotated[str, typer.Option(
-        "--path", help="viterbi (monotonic lag DP) | dtw (banded DTW) | none (backend answer as is).")] = "viterbi",
+        "--path", help="viterbi (monotonic lag DP) | dtw (banded DTW) | none (backend answer as is).",
+        **choice(PATHS, "--path"))] = D.path,
     sync_by: Annotated[str, typer.Option(
-        "--sync-by", help="auto | picture | soundtrack: follow the picture, or the video's own audio track "
-                          "matched to the reference (auto: the soundtrack when it clearly matches).")] = "auto",
+        "--sync-by", help="Follow the picture, or the video's own audio track matched to the reference "
+                          "(auto: the soundtrack when it clearly matches).",
+        **choice(SYNC_BY, "--sync-by"))] = D.sync_by,
     force_warp: Annotated[bool, typer.Option(
         "--force-warp", help="Warp even when the picture shows too little evidence of following the audio.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Re-time VIDEO so that it plays in step with the reference AUDIO; write the result."""
-    check_common(mode=mode, device=device, crf=crf, preset=preset, max_shift=max_shift)
-    if path not in ("viterbi", "dtw", "none"):
-        fail(f"--path must be viterbi, dtw or none (got '{path}')")
-    if sync_by not in ("auto", "picture", "soundtrack"):
-        fail(f"--sync-by must be auto, picture or soundtrack (got '{sync_by}')")
-    if max_speed < 1.0:
-        fail(f"--max-speed must be at least 1 (got {max_speed})")
-    from avsync.align import AlignOptions
     from avsync.align import align as do_align
 
-    opts = AlignOptions(
-        backend=backend, mode=mode, max_shift=max_shift, max_speed=max_speed, crf=crf, preset=preset,
+    opts = build(
+        AlignOptions, backend=backend, mode=mode, max_shift=max_shift, max_speed=max_speed, crf=crf, preset=preset,
         device=device, checkpoint=checkpoint, path=path, overwrite=overwrite, cache=not no_cache,
-        min_evidence=None if force_warp else AlignOptions.min_evidence, sync_by=sync_by,
+        min_evidence=None if force_warp else D.min_evidence, sync_by=sync_by,
     )
     with rich_progress(not json_out) as progress:
         result = run(lambda: do_align(video, audio, output, opts, map_path=map_path, plot_path=plot_path,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.cli._options import build, choice
+from avsync.evaluation.protocol import PROTOCOLS, BenchOptions
+
+D = BenchOptions  # defaults come from the library's options
 
 
 @app.command()
@@ -15,30 +19,28 @@ def bench(
     data_dir: Annotated[Path, typer.Argument(help="Folder of synced clips (video with its own audio).")],
     backend: Annotated[str, typer.Option(
         help="Comma-separated backends to compare; NAME:CHECKPOINT benches a checkpoint of your own.")] = "classical",
-    seed: Annotated[int, typer.Option(help="Seed of the random distortions and shifts.")] = 0,
-    max_clips: Annotated[int | None, typer.Option("--max-clips", help="Use only the first N clips.")] = None,
-    protocol: Annotated[str, typer.Option(help="all | nonuniform | offset.")] = "all",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the random distortions and shifts.")] = D.seed,
+    max_clips: Annotated[int | None, typer.Option("--max-clips", help="Use only the first N clips.")] = D.max_clips,
+    protocol: Annotated[str, typer.Option(help="Both protocols, or one of them.",
+                                          **choice(PROTOCOLS, "--protocol"))] = PROTOCOLS[0],
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = D.device,
     soundtrack: Annotated[bool, typer.Option(
         "--soundtrack/--no-soundtrack",
         help="Add the row 'soundtrack': the distorted copy carries its own soundtrack, warped with its picture, "
-             "and align follows it (--sync-by soundtrack).")] = True,
+             "and align follows it (--sync-by soundtrack).")] = D.soundtrack,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write a Markdown table.")] = None,
 ) -> None:
     """Run the papers' protocols on DATA_DIR; print every backend side by side."""
     if not data_dir.is_dir():
         fail(f"'{data_dir}' is not a directory")
-    if protocol not in ("all", "nonuniform", "offset"):
-        fail(f"--protocol must be all, nonuniform or offset (got '{protocol}')")
     names = [b.strip() for b in backend.split(",") if b.strip()]
     if not names:
         fail("--backend names no backend")
-    from avsync.bench.protocol import BenchOptions, markdown_table, run_bench
+    from avsync.evaluation.protocol import markdown_table, run_bench
 
-    opts = BenchOptions(seed=seed, max_clips=max_clips, device=device,
-                        nonuniform=protocol in ("all", "nonuniform"), offset=protocol in ("all", "offset"),
-                        soundtrack=soundtrack)
+    opts = build(BenchOptions, seed=seed, max_clips=max_clips, device=device, soundtrack=soundtrack,
+                 **BenchOptions.protocols(protocol))
     with rich_progress(not json_out) as progress:
         res = run(lambda: run_bench(data_dir, names, opts, progress))
     if markdown:
@@ -51,6 +53,10 @@ def bench(
     if json_out:
         print_json(res.to_json())
         return
+    _print_table(res, data_dir)
+
+
+def _print_table(res: Any, data_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -7,9 +7,13 @@ from typing import Annotated
 
 import typer
 
-from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.cli._app import app, print_json, rich_progress, run
+from avsync.cli._options import build, choice
+from avsync.features import MODES
+from avsync.options import X264_PRESETS
+from avsync.retarget import RetargetOptions
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+D = RetargetOptions  # defaults come from the library's options
 
 
 @app.command()
@@ -18,40 +22,28 @@ def retarget(
     music: Annotated[Path, typer.Argument(help="The new music (any container with audio).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Retargeted video to write (.mp4, .mkv, .mov).")],
     max_speed: Annotated[float, typer.Option(
-        "--max-speed", help="Local speed stays within [1/x, x] of the original (x >= 1).")] = 2.0,
+        "--max-speed", help="Local speed stays within [1/x, x] of the original (x >= 1).")] = D.max_speed,
     loop: Annotated[bool, typer.Option(
-        "--loop", help="Repeat the dance to cover the music (else the output ends with the dance).")] = False,
-    start: Annotated[float, typer.Option("--start", help="Where in the music to begin, seconds.")] = 0.0,
+        "--loop", help="Repeat the dance to cover the music (else the output ends with the dance).")] = D.loop,
+    start: Annotated[float, typer.Option("--start", help="Where in the music to begin, seconds.")] = D.start,
     map_path: Annotated[Path | None, typer.Option("--map", help="Write the time map (JSON).")] = None,
     plot_path: Annotated[Path | None, typer.Option(
         "--plot", help="Write a plot of both beat trains and the warp (PNG).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
     mode: Annotated[str, typer.Option(
-        help="auto | dance (pose) | general (motion): visual features for the visual beats.")] = "auto",
-    backend: Annotated[str, typer.Option(help="Who predicts the time map (classical: beat DP).")] = "classical",
-    crf: Annotated[int, typer.Option(help="libx264 quality (lower = better).")] = 18,
-    preset: Annotated[str, typer.Option(help="libx264 preset.")] = "veryfast",
+        help="Visual beats from pose-joint stops (dance) or from motion stops (speech, general); "
+             "auto: pose when a body is found.", **choice(MODES, "--mode"))] = D.mode,
+    backend: Annotated[str, typer.Option(help="Who predicts the time map (classical: beat DP).")] = D.backend,
+    crf: Annotated[int, typer.Option(help="libx264 quality (lower = better).")] = D.crf,
+    preset: Annotated[str, typer.Option(help="libx264 preset.", **choice(X264_PRESETS, "--preset"))] = D.preset,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Warp DANCE so that its visual beats land on the beats of MUSIC; the output carries MUSIC."""
-    if not max_speed >= 1.0:
-        fail(f"--max-speed must be at least 1 (got {max_speed})")
-    if not start >= 0:
-        fail(f"--start must be >= 0 (got {start})")
-    if mode not in ("auto", "dance", "general"):
-        fail(f"--mode must be auto, dance or general (got '{mode}')")
-    if not 0 <= crf <= 51:
-        fail(f"--crf must be within 0..51 (got {crf})")
-    if preset not in X264_PRESETS:
-        fail(f"--preset must be one of {', '.join(X264_PRESETS)} (got '{preset}')")
-    from avsync.retarget import RetargetOptions, backends
     from avsync.retarget import retarget as do_retarget
 
-    if backend not in backends():
-        fail(f"backend '{backend}' cannot retarget (available: {', '.join(backends())})")
-    opts = RetargetOptions(max_speed=max_speed, loop=loop, start=start, backend=backend, mode=mode,
-                           crf=crf, preset=preset, overwrite=overwrite, cache=not no_cache)
+    opts = build(RetargetOptions, max_speed=max_speed, loop=loop, start=start, backend=backend, mode=mode,
+                 crf=crf, preset=preset, overwrite=overwrite, cache=not no_cache)
     with rich_progress(not json_out) as progress:
         result = run(lambda: do_retarget(dance, music, output, opts, map_path=map_path,
                                           plot_path=plot_path, progress=progress))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -84,32 +86,7 @@ def _probe_mode(path: str, duration: float) -> tuple[str, dict]:
     times = (np.arange(N_PROBE) + 0.5) / N_PROBE * max(duration, 1e-3)
     faces, poses, sizes, seen = 0, 0, [], 0
     with av.open(path) as c, LandmarkDetector(pose=True, face=True, static=True) as det:
-        vs = c.streams.video[0]
-        vs.thread_type = "AUTO"
-        tb = float(vs.time_base) if vs.time_base else 1.0
-        start = float(vs.start_time * tb) if vs.start_time is not None else 0.0
-        frames = None
-        pos = -np.inf  # time of the last decoded frame, relative to start
-        taken: set[int] = set()
-        for t in times:
-            # Any frame near t will do. Seek only when t is far ahead (else decode on), and
-            # never decode more than PROBE_MAX_DECODE frames for one probe: decoding forward
-            # from a key frame to t costs up to a whole GOP of full-size frames.
-            frame = None
-            try:
-                if frames is None or t - pos > PROBE_SEEK:
-                    c.seek(int((start + t) / tb), stream=vs, backward=True, any_frame=False)
-                    frames = c.decode(vs)
-                for _ in range(PROBE_MAX_DECODE):
-                    frame = next(frames)
-                    pos = float(frame.time) - start if frame.time is not None else pos
-                    if pos >= t - 1e-3:
-                        break
-            except (av.error.FFmpegError, StopIteration):
-                frames, frame = None, None
-            if frame is None or frame.pts in taken:
-                continue
-            taken.add(frame.pts)
+        for frame in _probe_frames(c, times):
             w, h = detect_size(frame.width, frame.height)
             rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
             seen += 1
@@ -125,15 +102,55 @@ def _probe_mode(path: str, duration: float) -> tuple[str, dict]:
         "probe_poses": poses,
         "probe_face_size": float(np.median(sizes)) if sizes else 0.0,
     }
+    return _decide_mode(stats), stats
+
+
+def _probe_frames(c, times: np.ndarray):  # type: ignore[no-untyped-def]
+    """One decoded frame near each of ``times`` (s from the stream's start), each frame once.
+
+    Any frame near t will do. Seek only when t is far ahead (else decode on), and never decode
+    more than PROBE_MAX_DECODE frames for one probe: decoding forward from a key frame to t
+    costs up to a whole GOP of full-size frames."""
+    import av
+
+    vs = c.streams.video[0]
+    vs.thread_type = "AUTO"
+    tb = float(vs.time_base) if vs.time_base else 1.0
+    start = float(vs.start_time * tb) if vs.start_time is not None else 0.0
+    frames = None
+    pos = -np.inf  # time of the last decoded frame, relative to start
+    taken: set[int] = set()
+    for t in times:
+        frame = None
+        try:
+            if frames is None or t - pos > PROBE_SEEK:
+                c.seek(int((start + t) / tb), stream=vs, backward=True, any_frame=False)
+                frames = c.decode(vs)
+            for _ in range(PROBE_MAX_DECODE):
+                frame = next(frames)
+                pos = float(frame.time) - start if frame.time is not None else pos
+                if pos >= t - 1e-3:
+                    break
+        except (av.error.FFmpegError, StopIteration):
+            frames, frame = None, None
+        if frame is None or frame.pts in taken:
+            continue
+        taken.add(frame.pts)
+        yield frame
+
+
+def _decide_mode(stats: dict) -> str:
+    """'speech' when a large face is in most probe frames, 'dance' when a body is, else 'general'."""
+    seen, faces, poses = stats["probe_frames"], stats["probe_faces"], stats["probe_poses"]
     if seen == 0:
-        return "general", stats
+        return "general"
     if faces >= 0.5 * seen and stats["probe_face_size"] >= SPEECH_FACE_SIZE:
-        return "speech", stats
+        return "speech"
     if poses >= PROBE_BODY * seen:
-        return "dance", stats
+        return "dance"
     if faces >= PROBE_BODY * seen:
-        return "speech", stats
-    return "general", stats
+        return "speech"
+    return "general"
 
 
 # --------------------------------------------------------------------------------------
@@ -228,124 +245,206 @@ def extract_visual(
         if cache
         else ""
     )
-    if cache:
-        hit = _cache.load_npz(key)
-        if hit is not None:
-            try:
-                return _visual_from_npz(hit)
-            except (KeyError, ValueError, TypeError):
-                log.debug("ignoring malformed cache entry %s", key)
-
-    extra: dict = {}
-    chosen = mode
-    if mode == "auto":
-        chosen, extra = _probe_mode(p, info.duration)
+    hit = _cached_visual(key) if cache else None
+    if hit is not None:
+        return hit
+    chosen, extra = _probe_mode(p, info.duration) if mode == "auto" else (mode, {})
     fps = _nominal_fps(info)
+    tracks = _decode_tracks(p, chosen, info.n_frames or None, fps, progress)
+    t_src, idx = _monotonic_clock(np.asarray(tracks.times, np.float64))
+    n = int(np.floor(t_src[-1] * fps + 0.5)) + 1
+    grid = _to_grid(t_src, np.stack(tracks.grid)[idx], fps, n)
+    person = _person_features(chosen, tracks, idx, t_src, fps, n)
+    envelope = person.envelope if person.envelope is not None else motion_envelope(grid)
+    out = VisualFeatures(
+        mode=chosen,
+        kind=person.kind,
+        envelope=Signal(envelope, fps, 0.0),
+        grid=Signal(grid, fps, 0.0),
+        keypoints=person.keypoints,
+        mouth=person.mouth,
+        detection_rate=tracks.detection_rate if chosen in ("dance", "speech") else 0.0,
+        fps=fps,
+        frame_times=t_src,
+        note=f"auto mode chose '{chosen}'; {person.note}" if mode == "auto" else person.note,
+        extra=extra,
+    )
+    if cache:
+        _cache.save_npz(key, _visual_to_npz(out))
+    return out
+
+
+def _cached_visual(key: str) -> VisualFeatures | None:
+    hit = _cache.load_npz(key)
+    if hit is not None:
+        try:
+            return _visual_from_npz(hit)
+        except (KeyError, ValueError, TypeError):
+            log.debug("ignoring malformed cache entry %s", key)
+    return None
+
+
+@dataclass
+class _Tracks:
+    """What one decode pass gathered, one entry per decoded frame (in decode order)."""
+
+    times: list[float] = field(default_factory=list)  # presentation time, s from the first frame
+    grid: list[np.ndarray] = field(default_factory=list)  # (GRID*GRID,) motion energy
+    found: list[bool] = field(default_factory=list)  # the detector found the person / face
+    pose: list[np.ndarray] = field(default_factory=list)  # (N_POSE, 3) x, y, visibility or NaN
+    lips: list[np.ndarray] = field(default_factory=list)  # (N_LIPS, 2) or NaN
+    mouth: list[tuple[float, float]] = field(default_factory=list)  # (opening, face size) or NaN
+
+    @property
+    def detection_rate(self) -> float:
+        return float(np.mean(self.found)) if self.found else 0.0
+
+
+def _decode_tracks(p: str, chosen: str, n_est: int | None, fps: float, progress: Progress | None) -> _Tracks:
+    """Decode the video once: the motion grid of every frame, and pose ('dance') or face mesh
+    ('speech') on the same frames."""
+    from avsync import media
+
     want_pose, want_face = chosen == "dance", chosen == "speech"
     need_rgb = want_pose or want_face
-    n_est = info.n_frames or None
-
-    times: list[float] = []
-    grid_rows: list[np.ndarray] = []
-    pose_rows: list[np.ndarray] = []
-    lip_rows: list[np.ndarray] = []
-    mouth_rows: list[tuple[float, float]] = []
-    found: list[bool] = []
+    tr = _Tracks()
     mgrid = MotionGrid(GRID)
     det = LandmarkDetector(pose=want_pose, face=want_face, static=False) if need_rgb else None
     reader = media.iter_frames(p, max_side=DETECT_SIDE if need_rgb else MOTION_WIDTH, gray=not need_rgb, upright=True)
-    nan_pose = np.full((N_POSE, 3), np.nan, np.float32)
-    nan_lips = np.full((N_LIPS, 2), np.nan, np.float32)
     try:
         if progress is not None:
             progress("features", 0, n_est)
         for i, t, img in reader:
-            gap = (t - times[-1]) * fps if times and t > times[-1] else 1.0
-            times.append(t)
-            grid_rows.append(mgrid.update(_gray_small(img), gap))
-            if want_pose:
-                r = det.pose(img)
-                found.append(r is not None)
-                pose_rows.append(nan_pose if r is None else r)
-            elif want_face:
-                f = det.face(img)
-                found.append(f is not None)
-                lip_rows.append(nan_lips if f is None else f.lips)
-                mouth_rows.append((np.nan, np.nan) if f is None else (f.opening, f.face_size))
+            gap = (t - tr.times[-1]) * fps if tr.times and t > tr.times[-1] else 1.0
+            tr.times.append(t)
+            tr.grid.append(mgrid.update(_gray_small(img), gap))
+            if det is not None:
+                _detect(det, img, want_pose, tr)
             if progress is not None and (i + 1) % 10 == 0:
                 progress("features", i + 1, n_est)
     finally:
         reader.close()
         if det is not None:
             det.close()
-    if not times:
+    if not tr.times:
         raise InputError(f"cannot read '{p}': no video frame could be decoded")
     if progress is not None:
-        progress("features", len(times), len(times))
+        progress("features", len(tr.times), len(tr.times))
+    return tr
 
-    t_src = np.asarray(times, np.float64)
-    if np.any(np.diff(t_src) <= 0):  # decode order glitches: keep the clock monotonic
+
+_NAN_POSE = np.full((N_POSE, 3), np.nan, np.float32)
+_NAN_LIPS = np.full((N_LIPS, 2), np.nan, np.float32)
+
+
+def _detect(det: LandmarkDetector, img: np.ndarray, pose: bool, tr: _Tracks) -> None:
+    """Run the pose (or face) detector on one frame and append what it found to ``tr``."""
+    if pose:
+        r = det.pose(img)
+        tr.found.append(r is not None)
+        tr.pose.append(_NAN_POSE if r is None else r)
+    else:
+        f = det.face(img)
+        tr.found.append(f is not None)
+        tr.lips.append(_NAN_LIPS if f is None else f.lips)
+        tr.mouth.append((np.nan, np.nan) if f is None else (f.opening, f.face_size))
+
+
+def _monotonic_clock(t_src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame times made strictly increasing (decode-order glitches sorted out, repeats dropped),
+    and the index of each kept frame into the decode order."""
+    if np.any(np.diff(t_src) <= 0):
         order = np.argsort(t_src, kind="stable")
         t_src = t_src[order]
         keep = np.concatenate([[True], np.diff(t_src) > 0])
-        idx = order[keep]
-        t_src = t_src[keep]
-    else:
-        idx = np.arange(len(t_src))
-    n = int(np.floor(t_src[-1] * fps + 0.5)) + 1
-    grid = _to_grid(t_src, np.stack(grid_rows)[idx], fps, n)
-    motion_env = motion_envelope(grid)
+        return t_src[keep], order[keep]
+    return t_src, np.arange(len(t_src))
 
-    rate = float(np.mean(found)) if found else 0.0
-    kind, keypoints, mouth, note = "motion", None, None, ""
-    envelope = motion_env
-    who = "person" if want_pose else "face"
-    if need_rgb and rate < MIN_DETECTION:
+
+class _Person(NamedTuple):
+    kind: str  # 'pose', 'lips' or 'motion'
+    envelope: np.ndarray | None  # (n,) activity; None = the motion envelope of the grid
+    keypoints: Signal | None
+    mouth: Signal | None
+    note: str
+
+
+def _person_features(chosen: str, tr: _Tracks, idx: np.ndarray, t_src: np.ndarray, fps: float, n: int) -> _Person:
+    """Pose or lip features on the grid when the detector found the person often enough."""
+    rate = tr.detection_rate
+    if chosen not in ("dance", "speech"):
+        return _Person("motion", None, None, None, "motion features (frame differences)")
+    who = "person" if chosen == "dance" else "face"
+    if rate < MIN_DETECTION:
         note = f"no {who} found in {round(100 * (1 - rate))}% of frames: using motion features"
-    elif want_pose:
-        raw = np.stack(pose_rows)[idx]
-        ok = np.asarray(found)[idx]
-        xy = clean_track(raw[:, :, :2], ok)
-        kp = _to_grid(t_src, xy, fps, n).reshape(n, N_POSE, 2)
-        envelope = pose_envelope(kp, fps)
-        hip = (kp[:, L_HIP] + kp[:, R_HIP]) / 2
-        keypoints = Signal((kp - hip[:, None]).reshape(n, -1), fps, 0.0)
-        kind = "pose"
-        note = f"pose found in {round(100 * rate)}% of frames"
-    elif want_face:
-        ok = np.asarray(found)[idx]
-        lips = clean_track(np.stack(lip_rows)[idx], ok)
-        mo = clean_track(np.asarray(mouth_rows, np.float64)[idx][:, None, :], ok)[:, 0]
-        lips_g = _to_grid(t_src, lips, fps, n).reshape(n, N_LIPS, 2)
-        mo_g = _to_grid(t_src, mo, fps, n)
-        iod = np.maximum(mo_g[:, 1], 1e-6)
-        rel = (lips_g - lips_g.mean(axis=1, keepdims=True)) / iod[:, None, None]
-        keypoints = Signal(rel.reshape(n, -1), fps, 0.0)
-        mouth = Signal(mo_g[:, :1], fps, 0.0)
-        envelope = mouth_envelope(mo_g[:, 0], fps)
-        kind = "lips"
-        note = f"face found in {round(100 * rate)}% of frames"
-    else:
-        note = "motion features (frame differences)"
-    if mode == "auto":
-        note = f"auto mode chose '{chosen}'; {note}"
+        return _Person("motion", None, None, None, note)
+    ok = np.asarray(tr.found)[idx]
+    if chosen == "dance":
+        envelope, keypoints = pose_features(np.stack(tr.pose)[idx], ok, t_src, fps, n)
+        return _Person("pose", envelope, keypoints, None, f"pose found in {round(100 * rate)}% of frames")
+    envelope, keypoints, mouth = lip_features(np.stack(tr.lips)[idx], np.asarray(tr.mouth, np.float64)[idx],
+                                              ok, t_src, fps, n)
+    return _Person("lips", envelope, keypoints, mouth, f"face found in {round(100 * rate)}% of frames")
 
-    out = VisualFeatures(
-        mode=chosen,
-        kind=kind,
-        envelope=Signal(envelope, fps, 0.0),
-        grid=Signal(grid, fps, 0.0),
-        keypoints=keypoints,
-        mouth=mouth,
-        detection_rate=rate if need_rgb else 0.0,
-        fps=fps,
-        frame_times=t_src,
-        note=note,
-        extra=extra,
-    )
-    if cache:
-        _cache.save_npz(key, _visual_to_npz(out))
-    return out
+
+def pose_features(pose: np.ndarray, ok: np.ndarray, t_src: np.ndarray, fps: float,
+                  n: int) -> tuple[np.ndarray, Signal]:
+    """Pose envelope and keypoints on the uniform grid from per-frame detections.
+
+    Parameters
+    ----------
+    pose : ndarray, (N, N_POSE, 3)
+        x, y, visibility per frame (NaN where no person was found).
+    ok : ndarray of bool, (N,)
+        Frames with a detection.
+    t_src : ndarray, (N,)
+        Frame times, s, strictly increasing.
+    fps : float
+        Rate of the grid ``k / fps``, k = 0 .. n-1.
+    n : int
+
+    Returns
+    -------
+    envelope : ndarray, (n,)
+        Joint speed / acceleration novelty (see :func:`avsync.features.motion.pose_envelope`).
+    keypoints : Signal, (n, N_POSE*2)
+        Cleaned x, y minus the mid-hip point.
+    """
+    xy = clean_track(pose[:, :, :2], ok)
+    kp = _to_grid(t_src, xy, fps, n).reshape(n, N_POSE, 2)
+    hip = (kp[:, L_HIP] + kp[:, R_HIP]) / 2
+    return pose_envelope(kp, fps), Signal((kp - hip[:, None]).reshape(n, -1), fps, 0.0)
+
+
+def lip_features(lips: np.ndarray, mouth: np.ndarray, ok: np.ndarray, t_src: np.ndarray, fps: float,
+                 n: int) -> tuple[np.ndarray, Signal, Signal]:
+    """Mouth envelope, lip keypoints and mouth opening on the uniform grid from per-frame detections.
+
+    Parameters
+    ----------
+    lips : ndarray, (N, N_LIPS, 2)
+        Lip points per frame (NaN where no face was found).
+    mouth : ndarray, (N, 2)
+        Mouth opening and face size (inter-ocular distance) per frame.
+    ok, t_src, fps, n
+        As in :func:`pose_features`.
+
+    Returns
+    -------
+    envelope : ndarray, (n,)
+        Mouth-opening activity (see :func:`avsync.features.motion.mouth_envelope`).
+    keypoints : Signal, (n, N_LIPS*2)
+        Lip points minus their centroid, divided by the inter-ocular distance.
+    mouth : Signal, (n, 1)
+        Mouth opening.
+    """
+    lips_c = clean_track(lips, ok)
+    mo = clean_track(mouth[:, None, :], ok)[:, 0]
+    lips_g = _to_grid(t_src, lips_c, fps, n).reshape(n, N_LIPS, 2)
+    mo_g = _to_grid(t_src, mo, fps, n)
+    iod = np.maximum(mo_g[:, 1], 1e-6)
+    rel = (lips_g - lips_g.mean(axis=1, keepdims=True)) / iod[:, None, None]
+    return mouth_envelope(mo_g[:, 0], fps), Signal(rel.reshape(n, -1), fps, 0.0), Signal(mo_g[:, :1], fps, 0.0)
 
 
 # --------------------------------------------------------------------------------------

@@ -236,12 +236,32 @@ def clean_track(
     ndarray, (T, K, 2) float32
         NaN-free. A keypoint never detected is all zeros.
     """
-    from scipy.ndimage import median_filter
     from scipy.signal import savgol_filter
 
     xy = np.asarray(xy, dtype=np.float64)
     if xy.ndim != 3 or xy.shape[2] != 2:
         raise ValueError(f"xy must be (T, K, 2), got {xy.shape}")
+    T, K, _ = xy.shape
+    ok = _valid_mask(xy, valid)
+    out = np.zeros((T, K, 2), dtype=np.float64)
+    if T == 0:
+        return out.astype(np.float32)
+    win = savgol if savgol % 2 else savgol + 1
+    win = min(win, T if T % 2 else T - 1)
+    for k in range(K):
+        keep = ok[:, k].copy()
+        for c in range(2):
+            keep &= _inliers(_interp_gaps(xy[:, k, c], keep), keep, median, outlier)
+        for c in range(2):
+            x = _interp_gaps(xy[:, k, c], keep)
+            if win > polyorder + 1:
+                x = savgol_filter(x, win, polyorder, mode="interp")
+            out[:, k, c] = x
+    return out.astype(np.float32)
+
+
+def _valid_mask(xy: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """(T, K) bool: finite points that ``valid`` ((T,) or (T, K), optional) marks as detected."""
     T, K, _ = xy.shape
     ok = np.isfinite(xy).all(axis=2)
     if valid is not None:
@@ -251,24 +271,18 @@ def clean_track(
         if v.shape != (T, K):
             raise ValueError(f"valid must be (T,) or (T, K) = ({T}, {K}), got {v.shape}")
         ok &= v
-    out = np.zeros((T, K, 2), dtype=np.float64)
-    if T == 0:
-        return out.astype(np.float32)
-    win = savgol if savgol % 2 else savgol + 1
-    win = min(win, T if T % 2 else T - 1)
-    for k in range(K):
-        keep = ok[:, k].copy()
-        for c in range(2):
-            x = _interp_gaps(xy[:, k, c], keep)
-            if median > 1 and keep.sum() > median:
-                med = median_filter(x, size=median, mode="nearest")
-                res = x - med
-                mad = np.median(np.abs(res[keep] - np.median(res[keep])))
-                scale = max(1.4826 * mad, 0.01 * np.ptp(med[keep]), 1e-9)
-                keep &= np.abs(res) <= outlier * scale
-        for c in range(2):
-            x = _interp_gaps(xy[:, k, c], keep)
-            if win > polyorder + 1:
-                x = savgol_filter(x, win, polyorder, mode="interp")
-            out[:, k, c] = x
-    return out.astype(np.float32)
+    return ok
+
+
+def _inliers(x: np.ndarray, keep: np.ndarray, median: int, outlier: float) -> np.ndarray:
+    """(T,) bool: samples of the gap-filled series ``x`` within ``outlier`` robust deviations of
+    its running median (all True when there are too few kept samples to judge)."""
+    from scipy.ndimage import median_filter
+
+    if not (median > 1 and keep.sum() > median):
+        return np.ones(x.size, dtype=bool)
+    med = median_filter(x, size=median, mode="nearest")
+    res = x - med
+    mad = np.median(np.abs(res[keep] - np.median(res[keep])))
+    scale = max(1.4826 * mad, 0.01 * np.ptp(med[keep]), 1e-9)
+    return np.abs(res) <= outlier * scale

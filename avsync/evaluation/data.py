@@ -7,12 +7,16 @@ audio is re-encoded to AAC, clip by clip. Nothing is held beyond the current cli
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from avsync.errors import InputError
+from avsync.outputs import commit
 from avsync.progress import Progress
 
 
@@ -50,64 +54,90 @@ def cut_clips(
     list of Path
         The clips, in time order.
     """
-    import av
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    bounds = _clip_bounds(start, end, clip_seconds, skip)
+    paths = [out / f"{prefix}_{int(round(a)):04d}.mp4" for a, _ in bounds]
+    todo = [(b, p) for b, p in zip(bounds, paths, strict=True) if not p.exists()]
+    if todo:
+        _write_clips(str(src), todo, max_side, progress)
+    return paths
+
+
+def _clip_bounds(start: float, end: float, clip_seconds: float,
+                 skip: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
+    """Consecutive ``clip_seconds`` spans from ``start`` to ``end``, less those overlapping ``skip``."""
     bounds = []
     t = start
     while t + clip_seconds <= end + 1e-6:
         if not any(t < b and t + clip_seconds > a for a, b in skip):
             bounds.append((t, t + clip_seconds))
         t += clip_seconds
-    paths = [out / f"{prefix}_{int(round(a)):04d}.mp4" for a, _ in bounds]
-    todo = [(b, p) for b, p in zip(bounds, paths, strict=True) if not p.exists()]
-    if not todo:
-        return paths
+    return bounds
+
+
+def _write_clips(src: str, todo: list[tuple[tuple[float, float], Path]], max_side: int,
+                 progress: Progress | None) -> None:
+    """One decode pass over ``src`` writing every (span, path) of ``todo`` (in time order)."""
+    import av
+
     try:
-        cin = av.open(str(src))
+        cin = av.open(src)
     except (av.error.FFmpegError, OSError) as e:
         raise InputError(f"cannot read '{src}': {e}") from None
-    vs = cin.streams.video[0]
-    rate = vs.average_rate or Fraction(25)
-    w, h = vs.codec_context.width, vs.codec_context.height
-    scale = min(1.0, max_side / max(w, h))
-    ow, oh = int(round(w * scale / 2)) * 2, int(round(h * scale / 2)) * 2
-    audio = _load_audio_range(str(src), todo[0][0][0], todo[-1][0][1])
-    a0 = todo[0][0][0]
-    sr = 44100
-    cin.seek(int(max(0.0, todo[0][0][0] - 1.0) / vs.time_base), stream=vs)
-    it = iter(todo)
-    (ca, cb), cpath = next(it)
-    writer = _ClipWriter(cpath, rate, ow, oh, sr)
-    writer.write_audio(audio[int(round((ca - a0) * sr)): int(round((cb - a0) * sr))])
-    done = 0
+    try:
+        vs = cin.streams.video[0]
+        rate = vs.average_rate or Fraction(25)
+        w, h = vs.codec_context.width, vs.codec_context.height
+        scale = min(1.0, max_side / max(w, h))
+        size = (int(round(w * scale / 2)) * 2, int(round(h * scale / 2)) * 2)
+        sr = 44100
+        a0 = todo[0][0][0]
+        audio = _load_audio_range(src, a0, todo[-1][0][1])
+        cin.seek(int(max(0.0, a0 - 1.0) / vs.time_base), stream=vs)
+
+        def open_clip(i: int) -> _ClipWriter:
+            (ca, cb), cpath = todo[i]
+            writer = _ClipWriter(cpath, rate, *size, sr)
+            writer.write_audio(audio[int(round((ca - a0) * sr)): int(round((cb - a0) * sr))])
+            return writer
+
+        _decode_into_clips(cin, vs, todo, open_clip, progress)
+    finally:
+        cin.close()
+
+
+def _decode_into_clips(cin: Any, vs: Any, todo: list[tuple[tuple[float, float], Path]],
+                       open_clip: Callable[[int], _ClipWriter], progress: Progress | None) -> None:
+    """Frames of ``vs`` into clip after clip (``open_clip(i)`` starts clip i); nothing half-written."""
+    i = 0
+    writer: _ClipWriter | None = open_clip(0)
+    (ca, cb), _ = todo[0]
     try:
         for frame in cin.decode(vs):
             ts = float(frame.pts * vs.time_base) if frame.pts is not None else None
             if ts is None or ts < ca - 1e-6:
                 continue
             while ts >= cb - 1e-6:
+                assert writer is not None
                 writer.close()
-                done += 1
+                writer = None
+                i += 1
                 if progress:
-                    progress("cut clips", done, len(todo))
-                nxt = next(it, None)
-                if nxt is None:
-                    writer = None
-                    return paths
-                (ca, cb), cpath = nxt
-                writer = _ClipWriter(cpath, rate, ow, oh, sr)
-                writer.write_audio(audio[int(round((ca - a0) * sr)): int(round((cb - a0) * sr))])
+                    progress("cut clips", i, len(todo))
+                if i == len(todo):
+                    return
+                writer = open_clip(i)
+                (ca, cb), _ = todo[i]
             if ts >= ca - 1e-6:
-                writer.write_frame(frame.reformat(width=ow, height=oh, format="yuv420p"))
+                assert writer is not None
+                writer.write_frame(frame.reformat(width=writer.v.width, height=writer.v.height, format="yuv420p"))
+        assert writer is not None
         writer.close()
         writer = None
     finally:
         if writer is not None:
             writer.abort()
-        cin.close()
-    return paths
 
 
 def _load_audio_range(path: str, a: float, b: float, sr: int = 44100) -> np.ndarray:
@@ -144,8 +174,10 @@ class _ClipWriter:
         import av
 
         self.path = path
-        self.tmp = path.with_name(f".{path.stem}.tmp.mp4")
-        self.c = av.open(str(self.tmp), "w")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.c = av.open(tmp, "w")
         self.rate = Fraction(rate)
         self.v = self.c.add_stream("libx264", rate=rate)
         self.v.width, self.v.height, self.v.pix_fmt = w, h, "yuv420p"
@@ -180,7 +212,7 @@ class _ClipWriter:
         for p in self.v.encode(None):
             self.c.mux(p)
         self.c.close()
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
 
     def abort(self) -> None:
         try:

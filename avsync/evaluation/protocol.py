@@ -30,14 +30,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from avsync import options as check
 from avsync.progress import Progress
 from avsync.types import Signal
 
 GRID = tuple(round(x, 1) for x in np.arange(-2.0, 2.0001, 0.2))
+PROTOCOLS = ("all", "nonuniform", "offset")  # (a) and (b), (a) only, (b) only
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,24 @@ class BenchOptions:
     random_shifts: int = 4  # random ±15-frame shifts per clip in (b)
     max_shift: float = 2.0  # lag search range for align, seconds
     offset_max_shift: float = 2.5  # search range for protocol (b), seconds
-    device: str = "cpu"
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N (learned backends)
     work_dir: str | None = None  # where distorted renders are cached (default: cache dir)
     max_clips: int | None = None  # use only the first N clips
+
+    def __post_init__(self) -> None:
+        check.whole_within("seed", self.seed, 0)
+        check.whole_within("random_shifts", self.random_shifts, 0)
+        check.positive("max_shift", self.max_shift)
+        check.positive("offset_max_shift", self.offset_max_shift)
+        check.device("device", self.device)
+        if self.max_clips is not None:
+            check.whole_within("max_clips", self.max_clips, 1)
+
+    @staticmethod
+    def protocols(name: str) -> dict[str, bool]:
+        """The switches of a protocol name (PROTOCOLS): ``{"nonuniform": ..., "offset": ...}``."""
+        check.one_of("protocol", name, PROTOCOLS)
+        return {"nonuniform": name in ("all", "nonuniform"), "offset": name in ("all", "offset")}
 
 
 @dataclass
@@ -184,6 +201,27 @@ def _distorted(clip: Path, idx: int, n: int, fps: float, seed: int, work: Path,
     return out, plan
 
 
+# Per backend row, per metric, the values gathered over the clips (see _row).
+Tally = dict[str, dict[str, list[Any]]]
+
+
+class _Clip(NamedTuple):
+    """One synced clip and what every protocol needs of it."""
+
+    path: Path
+    index: int
+    afeat: Any  # AudioFeatures of its own audio
+    vfeat: Any  # VisualFeatures of its picture (auto mode)
+    fps: float
+    n: int  # frames
+    minutes: float
+    moving: np.ndarray  # (n,) bool: frames whose content changes
+
+
+def _add(acc: Tally, b: str, key: str, value: Any) -> None:
+    acc[b].setdefault(key, []).append(value)
+
+
 def run_bench(
     data_dir: str | os.PathLike[str],
     backends: list[str],
@@ -191,140 +229,180 @@ def run_bench(
     progress: Progress | None = None,
 ) -> BenchResult:
     """Run protocols (a) and (b) for every backend on every clip of ``data_dir``."""
-    from avsync.align import AlignOptions, compute_correspondence
     from avsync.backends import get_backend
-    from avsync.cache import cache_dir
-    from avsync.errors import AvsyncError, InputError
-    from avsync.features.extract import extract_audio, extract_visual
-    from avsync.media import frame_times
-    from avsync.render import frame_plan, plan_stats
+
+    clips = _bench_clips(data_dir, opts)
+    work = _work_dir(opts)
+    names = _row_names(backends, opts)
+    models = {b: get_backend(split_backend(b)[0], device=opts.device, checkpoint=split_backend(b)[1])
+              for b in backends}
+    acc: Tally = {b: {} for b in names}
+    feat_time, total_minutes = 0.0, 0.0
+    for ci, path in enumerate(clips):
+        if progress:
+            progress("bench", ci, len(clips))
+        t0 = time.perf_counter()
+        clip = _load_clip(path, ci, names, acc)
+        if clip is None:
+            continue
+        feat_time += time.perf_counter() - t0
+        total_minutes += clip.minutes
+        if opts.nonuniform:
+            _nonuniform(clip, names, work, opts, acc)
+        if opts.offset:
+            _offsets(clip, backends, models, opts, acc)
+    if progress:
+        progress("bench", len(clips), len(clips))
+    return BenchResult(
+        data_dir=str(data_dir), n_clips=len(clips), options=asdict(opts), protocol=protocol_text(opts),
+        rows=[_row(b, acc[b], len(clips)) for b in names], features_s_per_min=feat_time / max(1e-9, total_minutes),
+    )
+
+
+def _bench_clips(data_dir: str | os.PathLike[str], opts: BenchOptions) -> list[Path]:
+    from avsync.errors import InputError
 
     clips = list_clips(data_dir)
     if opts.max_clips:
         clips = clips[: opts.max_clips]
     if not clips:
         raise InputError(f"no video clips found in '{data_dir}'")
+    return clips
+
+
+def _work_dir(opts: BenchOptions) -> Path:
+    from avsync.cache import cache_dir
+
     work = Path(opts.work_dir) if opts.work_dir else cache_dir() / "bench"
     work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _row_names(backends: list[str], opts: BenchOptions) -> list[str]:
+    """The table's rows: ``none`` (the distortion left as is) and ``soundtrack`` around the backends."""
     names = ["none", *backends] if opts.nonuniform else list(backends)
     if opts.nonuniform and opts.soundtrack:
         names.append("soundtrack")
-    acc: dict[str, dict[str, list[Any]]] = {b: {} for b in names}
-    feat_time = 0.0
-    total_minutes = 0.0
-    models = {}
-    for b in backends:
-        name, ckpt = split_backend(b)
-        models[b] = get_backend(name, device=opts.device, checkpoint=ckpt)
+    return names
 
-    def add(b: str, k: str, v: Any) -> None:
-        acc[b].setdefault(k, []).append(v)
 
-    steps = len(clips)
-    for ci, clip in enumerate(clips):
-        if progress:
-            progress("bench", ci, steps)
-        t0 = time.perf_counter()
-        try:
-            afeat = extract_audio(clip)
-            vfeat = extract_visual(clip, "auto")
-        except AvsyncError as e:  # not a usable synced clip: say so on every row, go on
-            for b in names:
-                acc[b].setdefault("errors", []).append(f"{clip.name}: skipped: {e}")
-            continue
-        feat_time += time.perf_counter() - t0
-        fps = float(vfeat.fps)
-        n = len(vfeat.frame_times)
-        minutes = n / fps / 60
-        total_minutes += minutes
-        moving = _moving_mask(vfeat, n)
-        if opts.nonuniform:
-            dist, plan = _distorted(clip, ci, n, fps, opts.seed, work)
-            dtimes = frame_times(dist)
-            k = np.arange(n)
-            for b in names:
-                try:
-                    t1 = time.perf_counter()
-                    if b == "none":
-                        shown = np.minimum(k, len(plan) - 1)
-                    elif b == "soundtrack":
-                        dist_st, _ = _distorted(clip, ci, n, fps, opts.seed, work, soundtrack=True)
-                        m = compute_correspondence(dist_st, clip, AlignOptions(
-                            sync_by="soundtrack", max_shift=opts.max_shift, device=opts.device))
-                        corr, secs = m.corr, m.seconds
-                        shown = frame_plan(corr, dtimes)[:n]
-                        add(b, "sec", secs.get("soundtrack", 0) + secs.get("path", 0))
-                        add(b, "min", minutes)
-                    else:
-                        m = compute_correspondence(
-                            dist, clip, AlignOptions(backend=split_backend(b)[0], checkpoint=split_backend(b)[1],
-                                                     max_shift=opts.max_shift, device=opts.device, sync_by="picture")
-                        )
-                        corr, secs = m.corr, m.seconds
-                        shown = frame_plan(corr, dtimes)[:n]
-                        add(b, "sec", secs.get("backend", 0) + secs.get("path", 0))
-                        add(b, "min", minutes)
-                    _ = t1
-                    if len(shown) < n:
-                        shown = np.pad(shown, (0, n - len(shown)), mode="edge")
-                    orig = plan[shown]
-                    d = (orig - k).astype(float)
-                    m = moving if moving.any() else np.ones(n, bool)
-                    add(b, "abs", np.abs(d[m]))
-                    add(b, "itu", ((d[m] / fps >= -0.045 - 1e-9) & (d[m] / fps <= 0.125 + 1e-9)))
-                    add(b, "acc1", np.abs(d[m]) <= 1)
-                    st = plan_stats(orig, n).to_dict()
-                    for key in ("duplicated", "dropped", "consecutive", "unique"):
-                        add(b, key, st[key])
-                except AvsyncError as e:
-                    acc[b].setdefault("errors", []).append(f"{clip.name}: {e}")
-        if opts.offset:
-            rng = np.random.default_rng([opts.seed, ci, 7])
-            rand = rng.integers(-15, 16, size=opts.random_shifts) / fps
-            for b in backends:
-                try:
-                    t2 = time.perf_counter()
-                    for s in rand:
-                        o = models[b].offset(shift_audio(afeat, float(s)), vfeat, opts.offset_max_shift)
-                        add(b, "off1f", abs(o.seconds - s) <= 1.0 / fps + 1e-9)
-                    for s in GRID:
-                        o = models[b].offset(shift_audio(afeat, float(s)), vfeat, opts.offset_max_shift)
-                        pred = round(round(o.seconds / 0.2) * 0.2, 1)
-                        add(b, "grid", abs(pred - s) < 1e-6)
-                    add(b, "osec", time.perf_counter() - t2)
-                    add(b, "omin", minutes * (len(rand) + len(GRID)))
-                except AvsyncError as e:
-                    acc[b].setdefault("errors", []).append(f"{clip.name}: {e}")
-    if progress:
-        progress("bench", steps, steps)
+def _load_clip(path: Path, index: int, names: list[str], acc: Tally) -> _Clip | None:
+    """The clip's features; None (and a note on every row) when it is not a usable synced clip."""
+    from avsync.errors import AvsyncError
+    from avsync.features.extract import extract_audio, extract_visual
 
-    rows = []
+    try:
+        afeat = extract_audio(path)
+        vfeat = extract_visual(path, "auto")
+    except AvsyncError as e:  # not a usable synced clip: say so on every row, go on
+        for b in names:
+            acc[b].setdefault("errors", []).append(f"{path.name}: skipped: {e}")
+        return None
+    fps = float(vfeat.fps)
+    n = len(vfeat.frame_times)
+    return _Clip(path, index, afeat, vfeat, fps, n, n / fps / 60, _moving_mask(vfeat, n))
+
+
+def _nonuniform(clip: _Clip, names: list[str], work: Path, opts: BenchOptions, acc: Tally) -> None:
+    """Protocol (a) on one clip: distort its picture, align it back with every row, score the frames."""
+    from avsync.errors import AvsyncError
+    from avsync.media import frame_times
+
+    dist, plan = _distorted(clip.path, clip.index, clip.n, clip.fps, opts.seed, work)
+    dtimes = frame_times(dist)
     for b in names:
-        a = acc[b]
-        r = BackendRow(backend=b, n_clips=len(clips))
+        try:
+            shown = _shown_frames(b, clip, dist, dtimes, plan, work, opts, acc)
+            _score_frames(b, shown, plan, clip, acc)
+        except AvsyncError as e:
+            acc[b].setdefault("errors", []).append(f"{clip.path.name}: {e}")
 
-        def cat(key: str, a: dict[str, list[Any]] = a) -> np.ndarray:
-            v = a.get(key, [])
-            return np.concatenate([np.atleast_1d(x) for x in v]) if v else np.array([])
 
-        if a.get("abs"):
-            r.afe = float(cat("abs").mean())
-            r.itu = float(cat("itu").mean())
-            r.acc1 = float(cat("acc1").mean())
-            for key in ("duplicated", "dropped", "consecutive", "unique"):
-                setattr(r, key, int(np.sum(a[key])))
-        if a.get("off1f"):
-            r.offset_acc1f = float(cat("off1f").mean())
-            r.grid_acc1 = float(cat("grid").mean())
-            r.s_per_min_offset = float(np.sum(a["osec"]) / max(1e-9, np.sum(a["omin"])))
-        if a.get("sec"):
-            r.s_per_min = float(np.sum(a["sec"]) / max(1e-9, np.sum(a["min"])))
-        r.errors = list(a.get("errors", []))
-        rows.append(r)
-    return BenchResult(
-        data_dir=str(data_dir), n_clips=len(clips), options=asdict(opts), protocol=protocol_text(opts),
-        rows=rows, features_s_per_min=feat_time / max(1e-9, total_minutes),
-    )
+def _shown_frames(b: str, clip: _Clip, dist: Path, dtimes: np.ndarray, plan: np.ndarray, work: Path,
+                  opts: BenchOptions, acc: Tally) -> np.ndarray:
+    """For every output frame of row ``b``'s alignment, the distorted frame it shows (n,)."""
+    from avsync.align import AlignOptions, compute_correspondence
+    from avsync.render import frame_plan
+
+    n = clip.n
+    if b == "none":
+        return np.minimum(np.arange(n), len(plan) - 1)
+    if b == "soundtrack":
+        dist_st, _ = _distorted(clip.path, clip.index, n, clip.fps, opts.seed, work, soundtrack=True)
+        m = compute_correspondence(dist_st, clip.path, AlignOptions(
+            sync_by="soundtrack", max_shift=opts.max_shift, device=opts.device))
+        _add(acc, b, "sec", m.seconds.get("soundtrack", 0) + m.seconds.get("path", 0))
+    else:
+        name, ckpt = split_backend(b)
+        m = compute_correspondence(dist, clip.path, AlignOptions(
+            backend=name, checkpoint=ckpt, max_shift=opts.max_shift, device=opts.device, sync_by="picture"))
+        _add(acc, b, "sec", m.seconds.get("backend", 0) + m.seconds.get("path", 0))
+    _add(acc, b, "min", clip.minutes)
+    shown = frame_plan(m.corr, dtimes)[:n]
+    return np.pad(shown, (0, n - len(shown)), mode="edge") if len(shown) < n else shown
+
+
+def _score_frames(b: str, shown: np.ndarray, plan: np.ndarray, clip: _Clip, acc: Tally) -> None:
+    """AFE, ITU and ±1 frame on the moving frames, and the output plan's frame criteria."""
+    from avsync.render import plan_stats
+
+    n, fps = clip.n, clip.fps
+    orig = plan[shown]
+    d = (orig - np.arange(n)).astype(float)
+    m = clip.moving if clip.moving.any() else np.ones(n, bool)
+    _add(acc, b, "abs", np.abs(d[m]))
+    _add(acc, b, "itu", ((d[m] / fps >= -0.045 - 1e-9) & (d[m] / fps <= 0.125 + 1e-9)))
+    _add(acc, b, "acc1", np.abs(d[m]) <= 1)
+    st = plan_stats(orig, n).to_dict()
+    for key in ("duplicated", "dropped", "consecutive", "unique"):
+        _add(acc, b, key, st[key])
+
+
+def _offsets(clip: _Clip, backends: list[str], models: dict[str, Any], opts: BenchOptions, acc: Tally) -> None:
+    """Protocol (b) on one clip: the audio shifted by random and grid offsets, every backend's estimate."""
+    from avsync.errors import AvsyncError
+
+    fps = clip.fps
+    rng = np.random.default_rng([opts.seed, clip.index, 7])
+    rand = rng.integers(-15, 16, size=opts.random_shifts) / fps
+    for b in backends:
+        try:
+            t2 = time.perf_counter()
+            for s in rand:
+                o = models[b].offset(shift_audio(clip.afeat, float(s)), clip.vfeat, opts.offset_max_shift)
+                _add(acc, b, "off1f", abs(o.seconds - s) <= 1.0 / fps + 1e-9)
+            for s in GRID:
+                o = models[b].offset(shift_audio(clip.afeat, float(s)), clip.vfeat, opts.offset_max_shift)
+                pred = round(round(o.seconds / 0.2) * 0.2, 1)
+                _add(acc, b, "grid", abs(pred - s) < 1e-6)
+            _add(acc, b, "osec", time.perf_counter() - t2)
+            _add(acc, b, "omin", clip.minutes * (len(rand) + len(GRID)))
+        except AvsyncError as e:
+            acc[b].setdefault("errors", []).append(f"{clip.path.name}: {e}")
+
+
+def _row(b: str, a: dict[str, list[Any]], n_clips: int) -> BackendRow:
+    """One table row from the values gathered for backend ``b``."""
+    r = BackendRow(backend=b, n_clips=n_clips)
+
+    def cat(key: str) -> np.ndarray:
+        v = a.get(key, [])
+        return np.concatenate([np.atleast_1d(x) for x in v]) if v else np.array([])
+
+    if a.get("abs"):
+        r.afe = float(cat("abs").mean())
+        r.itu = float(cat("itu").mean())
+        r.acc1 = float(cat("acc1").mean())
+        for key in ("duplicated", "dropped", "consecutive", "unique"):
+            setattr(r, key, int(np.sum(a[key])))
+    if a.get("off1f"):
+        r.offset_acc1f = float(cat("off1f").mean())
+        r.grid_acc1 = float(cat("grid").mean())
+        r.s_per_min_offset = float(np.sum(a["osec"]) / max(1e-9, np.sum(a["omin"])))
+    if a.get("sec"):
+        r.s_per_min = float(np.sum(a["sec"]) / max(1e-9, np.sum(a["min"])))
+    r.errors = list(a.get("errors", []))
+    return r
 
 
 def markdown_table(res: BenchResult) -> str:

@@ -1,1 +1,0 @@
-"""Benchmarks: the papers' protocols on any folder of synced clips (see protocol.py)."""
