@@ -1,0 +1,157 @@
+"""A batch run: what to skip, where records go, which executor runs the rest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avsync.batch.commands import commands, execute
+from avsync.batch.manifest import BatchItem
+from avsync.batch.pool import run_pool
+from avsync.batch.ray_executor import run_ray
+from avsync.batch.resume import ResultsFile, load_results, plan_resume
+from avsync.errors import InputError
+
+Record = Callable[[dict[str, Any]], None]
+Progress = Callable[[str, float, float | None], None]
+
+
+@dataclass
+class BatchSummary:
+    """Counts of a finished (or interrupted) run."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every item succeeded (or was skipped), 1 when some failed, 130 if interrupted."""
+        return 130 if self.interrupted else (1 if self.failed else 0)
+
+
+def run_batch(
+    items: list[BatchItem],
+    *,
+    jobs: int = 1,
+    results: str | Path | None = None,
+    emit: Record | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    timeout: float | None = None,
+    executor: str = "local",
+    progress: Progress | None = None,
+) -> BatchSummary:
+    """Run ``items`` and record one result per item.
+
+    Parameters
+    ----------
+    items : list of BatchItem
+    jobs : int
+        Worker processes. 0 runs every item in this process (no isolation from crashes).
+    results : path, optional
+        JSONL file the records are appended to (flushed per item). Needed for ``resume``.
+    emit : callable, optional
+        Also called with every record (the CLI prints it when there is no results file).
+    resume : bool
+        Skip items recorded ok in ``results`` whose output exists.
+    overwrite : bool
+        Let commands replace existing outputs.
+    timeout : float, optional
+        Seconds one item may take; past it its worker is killed and the item fails.
+    executor : {"local", "ray"}
+        ``ray`` hands the items to Ray's scheduler (``RAY_ADDRESS`` or a local cluster).
+    progress : callable, optional
+        :class:`avsync.progress.Progress`; reports stage ``"items"``.
+
+    Returns
+    -------
+    BatchSummary
+        On Ctrl-C / SIGTERM, running items are stopped (commands write atomically, so no
+        partial outputs remain), finished ones are recorded, and ``interrupted`` is set.
+    """
+    t0 = time.monotonic()
+    _check_arguments(resume, results, executor, jobs)
+    done = load_results(results) if (resume and results is not None) else {}
+    todo, skipped = plan_resume(items, done)
+    summary = BatchSummary(skipped=skipped, total=len(items))
+    sink = ResultsFile(results) if results is not None else None
+    record = _recorder(summary, sink, emit, progress)
+    tasks = [make_task(it, overwrite) for it in todo]
+    if progress is not None:
+        progress("items", skipped, len(items))
+    try:
+        _run_tasks(tasks, jobs, record, timeout, executor)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if sink is not None:
+            sink.close()
+        summary.seconds = round(time.monotonic() - t0, 2)
+    return summary
+
+
+def _check_arguments(resume: bool, results: str | Path | None, executor: str, jobs: int) -> None:
+    if resume and results is None:
+        raise InputError("--resume needs --results FILE (the record of what is done)")
+    if executor not in ("local", "ray"):
+        raise InputError(f"unknown executor {executor!r} (local or ray)")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise InputError("ray is not installed: pip install ray") from None
+    if jobs < 0:
+        raise InputError("--jobs must be 0 or more")
+
+
+def _recorder(summary: BatchSummary, sink: ResultsFile | None, emit: Record | None,
+              progress: Progress | None) -> Record:
+    """The callback every record goes through: counts, results file, ``emit``, progress."""
+    finished = [summary.skipped]
+
+    def record(rec: dict[str, Any]) -> None:
+        if rec["status"] == "ok":
+            summary.ok += 1
+        else:
+            summary.failed += 1
+        if sink is not None:
+            sink.write(rec)
+        if emit is not None:
+            emit(rec)
+        finished[0] += 1
+        if progress is not None:
+            progress("items", finished[0], summary.total)
+
+    return record
+
+
+def make_task(it: BatchItem, overwrite: bool) -> dict[str, Any]:
+    """What a worker is sent for item ``it``: the item as a dict, its runner and warm-up modules."""
+    spec = commands().get(it.command)
+    return {
+        "id": it.id, "command": it.command, "inputs": list(it.inputs), "output": it.output,
+        "options": dict(it.options), "source": it.source, "error": it.error, "overwrite": overwrite,
+        "runner": spec.runner if spec else "", "warm": list(spec.warm) if spec else [],
+    }
+
+
+def _run_tasks(tasks: list[dict[str, Any]], jobs: int, record: Record, timeout: float | None,
+               executor: str) -> None:
+    # Items that failed validation need no worker.
+    for t in [t for t in tasks if t.get("error")]:
+        record(execute(t))
+    tasks = [t for t in tasks if not t.get("error")]
+    if executor == "ray":
+        run_ray(tasks, jobs, record, timeout)
+    elif jobs == 0:
+        for t in tasks:
+            record(execute(t))
+    else:
+        run_pool(tasks, jobs, record, timeout)
