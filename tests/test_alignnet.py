@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from avsync.backends import get_backend, list_backends
-from avsync.backends.alignnet import (
-    BODY19,
-    AlignNetTrainable,
-    audio_at_fps,
-    grid_pairs,
-    tie_from_pairs,
-    visual_input,
-)
+from avsync.backends._inputs import alignnet_visual_input, audio_at_fps
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.nn.alignnet import AlignNet, AlignNetDims, affinity_ce, alignnet_loss, monotonic_hinge, resample_1d
+from avsync.nn.inputs import BODY19, grid_pairs, tie_from_pairs
+from avsync.train.alignnet import AlignNetTrainable
 from avsync.types import Signal
 
 torch.set_num_threads(1)
@@ -131,11 +126,11 @@ def test_resample_keeps_normalised_ends() -> None:
 def test_inputs_from_features() -> None:
     rng = np.random.default_rng(0)
     grid = rng.random((100, 64)).astype(np.float32)
-    x = visual_input(grid, "motion")
+    x = alignnet_visual_input(grid, "motion")
     assert x.shape == (100, 128)
     assert abs(float(x.mean())) < 1e-4
     kp = rng.random((50, 38)).astype(np.float32)
-    assert visual_input(kp, "pose").shape == (50, 19 * 4)
+    assert alignnet_visual_input(kp, "pose").shape == (50, 19 * 4)
     assert len(BODY19) == 19
     # log-mel at 100 Hz → 24 fps: a step at 1 s stays at 1 s
     lm = np.zeros((300, 128), np.float32)

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from avsync.backends import get_backend, list_backends  # noqa: E402
-from avsync.backends.syncnet import (  # noqa: E402
+from avsync.backends._inputs import (  # noqa: E402
     audio_frames,
     band_table,
     dtw_lag_path,

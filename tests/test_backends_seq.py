@@ -17,24 +17,21 @@ import pytest
 import torch
 
 from avsync.backends import get_backend, list_backends
-from avsync.backends.avst import AVSTTrainable, parabolic, shifted_pairs
-from avsync.backends.avst import default_dims as avst_dims
-from avsync.backends.avst import make_net as avst_net
+from avsync.backends._inputs import parabolic, seq_audio_frames
 from avsync.backends.tae import (
-    TAETrainable,
     adaptive_smooth,
-    audio_frames,
-    default_dims,
     fill_skipped,
     laplace_smooth,
     longest_monotonic,
-    make_net,
     max_vote_candidates,
-    tae_loss,
-    window_targets,
 )
 from avsync.features import AudioFeatures, VisualFeatures
+from avsync.nn.avst import default_dims as avst_dims
+from avsync.nn.avst import make_net as avst_net
+from avsync.nn.tae import default_dims, make_net, tae_loss
+from avsync.train.avst import AVSTTrainable, shifted_pairs
 from avsync.train.data import ClipArrays, SampleStream
+from avsync.train.tae import TAETrainable, window_targets
 from avsync.types import Signal
 from avsync.warps import invert_plan, tae_warp
 
@@ -143,7 +140,7 @@ def test_audio_frames_keeps_sub_frame_timing() -> None:
     lm = np.full((300, 128), -80.0, np.float32)
     lm[100:] = 0.0  # a step at 1.000 s
     a = AudioFeatures(Signal(np.zeros(300), 100), Signal(np.zeros(300), 100), Signal(lm, 100), 3.0, 22050)
-    x = audio_frames(a, 25.0, 75).reshape(75, 4, 32)
+    x = seq_audio_frames(a, 25.0, 75).reshape(75, 4, 32)
     assert x.shape == (75, 4, 32)
     # frame 25 (t = 1.0 s): the two early phases are before the step, the two late ones after
     assert x[25, 0, 0] < -40 and x[25, 3, 0] > -40
@@ -329,8 +326,11 @@ def test_shifted_pairs_index_the_audio_of_shown_frames() -> None:
 def test_parabolic_refinement() -> None:
     x = np.arange(11, dtype=float)
     c = -((x - 4.3) ** 2)
-    assert parabolic(c, 4) == pytest.approx(4.3)
-    assert parabolic(c, 0) == 0.0
+    assert 4 + parabolic(c, 4, maximum=True) == pytest.approx(4.3)
+    assert 0 + parabolic(c, 0, maximum=True) == 0.0
+    # a minimum is refined only when asked for either kind of extremum
+    assert parabolic(-c, 4, maximum=True) == 0.0
+    assert 4 + parabolic(-c, 4) == pytest.approx(4.3)
 
 
 def _oracle_avst(be) -> None:  # noqa: ANN001

@@ -22,190 +22,23 @@ Inference
     peak of the summed bumps, refined by the median of the estimates within ±2 frames of it
     (robust aggregation over windows); confidence = the p-weighted share of estimates near
     the peak, above its chance level.
+
+The network is :mod:`avsync.nn.wlos`, its training :mod:`avsync.train.wlos`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from avsync.backends import BackendInfo, register
-from avsync.backends.syncnet import (
-    SUB,
-    PairTrainable,
-    _pair_batch,
-    dims_from_dict,
-    lag_bins,
-    load_net,
-    mfcc_frames,
-    n_frames,
-    visual_frames,
-    visual_input,
-    windows,
-)
+from avsync.backends._inputs import lag_bins, load_net, mfcc_frames, n_frames, visual_frames, visual_input, windows
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
-from avsync.train import Batch, register_trainable
 from avsync.types import Affinity, Offset, Signal
 
 DEFAULT_CHECKPOINT = "wlos-motion"
-N_MFCC = 12
-
-
-@dataclass(frozen=True)
-class WLOSDims:
-    """Everything needed to rebuild the wlos network (stored in its checkpoint)."""
-
-    input_kind: str = "motion"  # motion (8×8 grid) | lips (lip keypoint y velocities)
-    visual_in: int = 64  # picture values per frame
-    n_mfcc: int = N_MFCC  # MFCCs per audio row
-    sub: int = SUB  # audio rows per video frame
-    frames: int = 10  # picture window, frames
-    max_drift: int = 9  # largest |drift| predicted, frames; the audio window is frames + 2·max_drift
-    channels: int = 48  # conv width of both streams
-    fc: int = 128  # hidden width before the two heads
-    pretrain_steps: int = 300  # C³ classifier pre-training steps before the regression fine-tuning
-    sigma: float = 1.5  # width (frames) of the affinity bump at each prediction
-
-    @property
-    def audio_frames(self) -> int:
-        return self.frames + 2 * self.max_drift
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-TINY_WLOS = WLOSDims(channels=4, fc=8, pretrain_steps=2)
-
-
-def _make_wlos(dims: WLOSDims) -> Any:
-    import torch
-    from torch import nn
-
-    c = dims.channels
-
-    def c1d(cin: int, cout: int, k: int = 3) -> list[Any]:
-        return [nn.Conv1d(cin, cout, k, padding=k // 2), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)]
-
-    class WLOSNet(nn.Module):
-        """Two 1-D conv streams → concatenation → FC → (sync logit, drift in frames)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.vconv = nn.Sequential(*c1d(dims.visual_in, c), *c1d(c, c))
-            self.aconv = nn.Sequential(*c1d(dims.n_mfcc, c, 5), nn.MaxPool1d(2), *c1d(c, c), nn.MaxPool1d(2),
-                                       *c1d(c, c))
-            flat = c * dims.frames + c * (dims.audio_frames * dims.sub // 4)
-            self.fc = nn.Sequential(nn.Linear(flat, dims.fc), nn.ReLU(inplace=True), nn.Dropout(0.1))
-            self.sync_head = nn.Linear(dims.fc, 1)
-            self.drift_head = nn.Linear(dims.fc, 1)
-            # optimisation steps taken (saved with the weights: the loop's resume keeps the phase)
-            self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-
-        def forward(self, a: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """a (B, audio_frames, sub · n_mfcc), v (B, frames, visual_in) → (logit (B,), drift (B,) frames)."""
-            b = a.shape[0]
-            ar = a.reshape(b, dims.audio_frames * dims.sub, dims.n_mfcc).transpose(1, 2)
-            h = torch.cat([self.vconv(v.transpose(1, 2)).reshape(b, -1), self.aconv(ar).reshape(b, -1)], dim=1)
-            h = self.fc(h)
-            return self.sync_head(h)[:, 0], dims.max_drift * torch.tanh(self.drift_head(h)[:, 0])
-
-    return WLOSNet()
-
-
-# ----------------------------------------------------------------------------------------
-# Training
-
-
-class WLOSTrainable(PairTrainable):
-    """C³ pre-training then drift regression, in the shared loop.
-
-    Pairs: picture window around frame k, audio window around ``target[k] + d``. Drifts d
-    are drawn uniformly in [−27, 27] frames (a third in [−1, 1]); the sync label is |d| ≤ 1.
-    Steps < ``pretrain_steps``: BCE on the sync logit only (C³ classifier). Afterwards:
-    L1 on d / max_drift over pairs with |d| ≤ max_drift, plus 0.2 × BCE.
-    Validation: ``error`` = mean |predicted − true| drift in frames over fixed pairs with
-    |d| ≤ 9 (the regression target), also the sync accuracy.
-    """
-
-    name = "wlos"
-    audio_fn = staticmethod(mfcc_frames)
-    default_pairs = 24
-
-    def dims(self, clips: list[Any], opts: Any) -> dict[str, Any]:
-        steps = int(getattr(opts, "steps", 1000))
-        return self._dims(WLOSDims, visual_in=int(clips[0].visual.shape[1]),
-                          pretrain_steps=max(1, min(300, int(0.35 * steps))))
-
-    def make_model(self, dims: dict[str, Any]) -> Any:
-        m = _make_wlos(dims_from_dict(WLOSDims, dims))
-        m.pretrain_steps = int(dims.get("pretrain_steps", 300))
-        return m
-
-    def make_batch(self, samples: list[Any], rng: Any, augment: dict | None, device: str) -> Batch:
-        n = self.pairs if rng is not None else 4 * self.pairs  # more fixed pairs for validation
-        return _pair_batch(samples, rng, augment, device, self.kind, N_MFCC, 10, n, _wlos_shift,
-                           audio_width=10 + 2 * 9, margin=15)
-
-    def loss(self, model: Any, batch: Batch) -> tuple[Any, dict[str, float]]:
-        import torch.nn.functional as F
-
-        t = batch.tensors
-        logit, drift = model(t["aud"], t["vis"])
-        d = t["shift"]
-        y = (d.abs() <= 1).float()
-        bce = F.binary_cross_entropy_with_logits(logit, y)
-        inr = (d.abs() <= 9).float()
-        l1 = ((drift - d).abs() / 9.0 * inr).sum() / inr.sum().clamp_min(1.0)
-        pre = model.training and int(model.steps_done) < int(getattr(model, "pretrain_steps", 0))
-        if model.training:
-            model.steps_done += 1
-        loss = bce if pre else l1 + 0.2 * bce
-        return loss, {"bce": float(bce.detach()), "l1_frames": float(l1.detach()) * 9.0, "phase": 0.0 if pre else 1.0}
-
-    def val_metrics(self, model: Any, batch: Batch) -> dict[str, float]:
-        t = batch.tensors
-        logit, drift = model(t["aud"], t["vis"])
-        d = t["shift"]
-        inr = d.abs() <= 9
-        err = float((drift - d).abs()[inr].mean()) if bool(inr.any()) else 9.0
-        acc = float(((logit > 0) == (d.abs() <= 1)).float().mean())
-        within1 = float(((drift - d).abs()[inr] <= 1).float().mean()) if bool(inr.any()) else 0.0
-        return {"error": err, "within1": within1, "sync_acc": acc}
-
-    def describe(self, dims: dict[str, Any]) -> str:
-        d = dims_from_dict(WLOSDims, dims)
-        pic = ("the 8×8 motion grid" if d.input_kind == "motion"
-               else "lip-keypoint vertical velocities (keypoint stand-in for vertical optical flow)")
-        return f"""wlos: drift-regression CNN on {d.frames}-frame windows, as built here:
-
-- Picture stream: {d.frames} frames of {pic},
-  1-D conv {d.channels}→{d.channels}.
-- Audio stream: {d.n_mfcc} MFCCs (DCT-II of the log-mel) × {d.audio_frames * d.sub} rows ({d.audio_frames} frames:
-  the picture window ± {d.max_drift}), 1-D conv {d.channels} ×3 with pooling.
-- Fusion: concatenation → FC {d.fc} → sync logit (C³ classifier) and drift = {d.max_drift}·tanh(·) frames.
-- Schedule: {d.pretrain_steps} steps of C³ pre-training (BCE, in sync = |d| ≤ 1), then fine-tuning as the
-  regressor (L1 on d/{d.max_drift}, + 0.2 × BCE to keep the sync head for the coarse search).
-- Reduced from the paper: motion grid (or lip keypoints) instead of Farneback flow of mouth crops,
-  tens of thousands of parameters, minutes of CPU training; lags beyond ±{d.max_drift} frames are reached
-  by scanning coarse shifts (steps of {d.max_drift} frames) scored by the sync head."""
-
-
-def _wlos_shift(rng: np.random.Generator, m: int) -> np.ndarray:
-    near = rng.integers(-1, 2, size=m)
-    reg = rng.integers(-9, 10, size=m)
-    far = rng.integers(-27, 28, size=m)
-    u = rng.random(m)
-    return np.where(u < 0.3, near, np.where(u < 0.75, reg, far))
-
-
-register_trainable("wlos", WLOSTrainable)
-
-
-# ----------------------------------------------------------------------------------------
-# Inference backend
 
 
 class WLOSBackend:
@@ -225,8 +58,10 @@ class WLOSBackend:
     name = "wlos"
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, hop: int = 2, **_: Any) -> None:
+        from avsync.nn.wlos import TINY_WLOS, WLOSDims, WLOSNet
+
         self.model, self.dims, self.metrics, self.device = load_net(
-            "wlos", checkpoint, device, WLOSDims, _make_wlos, TINY_WLOS, DEFAULT_CHECKPOINT
+            "wlos", checkpoint, device, WLOSDims, WLOSNet, TINY_WLOS, DEFAULT_CHECKPOINT
         )
         self.kind = self.dims.input_kind
         self.hop = max(1, int(hop))
@@ -250,8 +85,6 @@ class WLOSBackend:
             Lag half-width in frames.
         fps : float
         """
-        import torch
-
         fps = float(visual.fps)
         raw = visual_frames(visual, self.kind)
         if raw is None:
@@ -265,6 +98,15 @@ class WLOSBackend:
         kc = int(np.ceil(n / step))
         coarse = np.arange(-kc, kc + 1) * step
         rows = np.arange(0, len(a), self.hop)
+        est, prob = self._score(a, v, rows, coarse)
+        return rows, est, prob, coarse, n, fps
+
+    def _score(self, a: np.ndarray, v: np.ndarray, rows: np.ndarray, coarse: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The network on (audio window around row i, picture window around i + c) for every
+        analysed row and coarse lag: (lag estimate c + drift, sync probability), each (R, C)."""
+        import torch
+
         est = np.full((len(rows), len(coarse)), np.nan)
         prob = np.zeros((len(rows), len(coarse)))
         aw = windows(a, self.dims.audio_frames, rows)
@@ -282,7 +124,7 @@ class WLOSBackend:
                     idx = np.nonzero(ok)[0][s : s + 1024]
                     est[idx, ci] = c + dr.cpu().numpy()
                     prob[idx, ci] = torch.sigmoid(lg).cpu().numpy()
-        return rows, est, prob, coarse, n, fps
+        return est, prob
 
     def _bumps(self, est: np.ndarray, prob: np.ndarray, n: int) -> np.ndarray:
         """(R, 2n + 1): Σ_c p · exp(−(lag − est)² / 2σ²) per row."""

@@ -1,1 +1,4 @@
-"""Shared torch building blocks of the learned backends (imported only when torch is wanted)."""
+"""The torch networks of the learned backends, one module per backend, each with its
+dimensions dataclass (saved in checkpoints) and tiny test dims; :mod:`avsync.nn.blocks` holds
+shared layers. These import torch, so inference and training code imports them lazily —
+except :mod:`avsync.nn.inputs` (input widths and point layouts), which is torch-free."""

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avsync.nn.inputs import GRID, grid_pairs, tie_from_pairs
+
 
 @dataclass(frozen=True)
 class AlignNetDims:
@@ -67,6 +69,9 @@ class AlignNetDims:
                 d[k] = tuple(d[k])
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+TINY_ALIGNNET = AlignNetDims(point_tie=tie_from_pairs(GRID * GRID, grid_pairs()))  # the offline test model
 
 
 class SpatialAttention(nn.Module):
@@ -316,3 +321,4 @@ def alignnet_loss(
         l1_sum = l1_sum + lam * l1
         hinge_sum = hinge_sum + lam * h
     return total, {"l1": float(l1_sum.detach()), "hinge": float(hinge_sum.detach()), "ce": float(ce_sum.detach())}
+

@@ -1,7 +1,7 @@
 """The shared self-supervised training loop of the learned backends.
 
-A learned backend plugs in by registering a :class:`Trainable` (usually from its backend
-module, at import)::
+A learned backend plugs in by registering a :class:`Trainable` from its module in this
+package (``avsync/train/mynet.py``, imported when a trainable is first asked for)::
 
     from avsync.train import register_trainable
     register_trainable("mynet", MyNetTrainable)
@@ -94,6 +94,9 @@ class Trainable(Protocol):
         ...
 
 
+# visual feature kind of each training mode (alignnet, tae, avst)
+MODE_KIND = {"general": "motion", "dance": "pose", "speech": "lips", "auto": "motion"}
+
 _TRAINABLES: dict[str, Callable[..., Trainable]] = {}
 
 
@@ -102,11 +105,21 @@ def register_trainable(name: str, factory: Callable[..., Trainable]) -> None:
     _TRAINABLES[name] = factory
 
 
-def get_trainable(name: str, mode: str = "general", **model_options: Any) -> Trainable:
-    """Build the Trainable of backend ``name`` (backend modules register at import)."""
-    from avsync.backends import list_backends
+def _load_builtin() -> None:
+    # Import this package's modules: each trainable module registers itself at import.
+    import importlib
+    import pkgutil
 
-    list_backends()  # imports every backend module
+    import avsync.train as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"avsync.train.{mod.name}")
+
+
+def get_trainable(name: str, mode: str = "general", **model_options: Any) -> Trainable:
+    """Build the Trainable of backend ``name`` (trainable modules register at import)."""
+    _load_builtin()
     if name not in _TRAINABLES:
         known = ", ".join(sorted(_TRAINABLES)) or "none"
         raise InputError(f"backend '{name}' is not trainable (trainable: {known})")
@@ -114,10 +127,9 @@ def get_trainable(name: str, mode: str = "general", **model_options: Any) -> Tra
 
 
 def trainable_names() -> list[str]:
-    from avsync.backends import list_backends
-
-    list_backends()
+    _load_builtin()
     return sorted(_TRAINABLES)
 
 
-__all__ = ["TrainOptions", "Batch", "Trainable", "register_trainable", "get_trainable", "trainable_names"]
+__all__ = ["TrainOptions", "Batch", "Trainable", "MODE_KIND", "register_trainable", "get_trainable",
+           "trainable_names"]

@@ -52,6 +52,19 @@ def card_path(checkpoint: str | os.PathLike[str]) -> Path:
     return Path(checkpoint).with_suffix(".md")
 
 
+@dataclass
+class TrainData:
+    """The clips of a training run, split by video (see :func:`load_data`)."""
+
+    train_names: list[str]  # training video file names
+    val_names: list[str]  # held-out video file names
+    train_clips: list[Any]  # ClipArrays of the training videos the trainable could use
+    val_clips: list[Any]  # ClipArrays validated on (the training clips when none is held out)
+    val_note: str  # human words on the validation set
+    fps: float  # median frame rate of the training clips
+    window: int  # training window, frames
+
+
 def train(
     backend: str,
     data_dir: str | os.PathLike[str],
@@ -91,9 +104,27 @@ def train(
     import torch
 
     from avsync.device import resolve_device
-    from avsync.hub import save_checkpoint
 
     out = Path(out)
+    check_request(out, opts, resume, overwrite)
+    torch.set_num_threads(max(1, int(opts.threads)))
+    device = resolve_device(opts.device)
+    tr = get_trainable(backend, mode=opts.mode, **(opts.model or {}))
+    data = load_data(tr, data_dir, opts, progress)
+    run = _Session(backend, tr, data, opts, device, out, data_dir, log)
+    if resume:
+        run.restore()
+    run.begin()
+    stopped = run.optimise(progress)
+    result = run.result(stopped, run.finish())
+    write_card(result, opts, tr.describe(_plain(run.dims)), data.train_names, data.val_names, data.window, data.fps,
+               data.val_note, data_dir)
+    return result
+
+
+def check_request(out: Path, opts: TrainOptions, resume: bool, overwrite: bool) -> None:
+    """Refuse a run that cannot start: nothing to resume, an existing checkpoint, a missing
+    output directory, or no steps."""
     sp = state_path(out)
     if resume and not sp.is_file():
         raise InputError(f"nothing to resume: '{sp}' does not exist")
@@ -104,10 +135,9 @@ def train(
     if opts.steps < 1 or opts.batch < 1:
         raise InputError("steps and batch must be at least 1")
 
-    torch.set_num_threads(max(1, int(opts.threads)))
-    device = resolve_device(opts.device)
-    tr = get_trainable(backend, mode=opts.mode, **(opts.model or {}))
 
+def load_data(tr: Any, data_dir: str | os.PathLike[str], opts: TrainOptions, progress: Progress | None) -> TrainData:
+    """Features of every video in ``data_dir`` (cached), reduced by the trainable, split by video."""
     paths = list_videos(data_dir)
     if not paths:
         raise InputError(f"no videos in '{data_dir}'")
@@ -124,116 +154,163 @@ def train(
         val_note = "no held-out video (fewer than 2 videos): validated on training videos"
     fps = float(np.median([c.fps for c in train_clips]))
     window = max(8, int(round(opts.clip_seconds * fps)))
+    return TrainData([p.name for p in train_p], [p.name for p in val_p], train_clips, val_clips, val_note, fps,
+                     window)
 
-    dims = tr.dims(train_clips, opts)
-    torch.manual_seed(opts.seed)
-    model = tr.make_model(dims).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
 
-    val_batch = tr.make_batch(fixed_samples(val_clips, window, opts.val_samples, seed=opts.seed + 1000), None, None,
-                              device)
-    augment = {"flip": opts.augment_flip, "spec": opts.spec_augment}
+class _Session:
+    """One training run: the model, its optimiser, the best weights so far, the history and
+    the counters, with the loop's stages as methods (:func:`train` calls them in order)."""
 
-    def evaluate(m: Any) -> dict[str, float]:
-        m.eval()
+    def __init__(self, backend: str, tr: Any, data: TrainData, opts: TrainOptions, device: str, out: Path,
+                 data_dir: str | os.PathLike[str], log: Any) -> None:
+        import torch
+
+        self.backend, self.tr, self.data, self.opts, self.device = backend, tr, data, opts, device
+        self.out, self.sp, self.data_dir, self.log = out, state_path(out), data_dir, log
+        self.dims = tr.dims(data.train_clips, opts)
+        torch.manual_seed(opts.seed)
+        self.model = tr.make_model(self.dims).to(device)
+        self.optim = torch.optim.Adam(self.model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+        self.val_batch = tr.make_batch(
+            fixed_samples(data.val_clips, data.window, opts.val_samples, seed=opts.seed + 1000), None, None, device)
+        self.augment = {"flip": opts.augment_flip, "spec": opts.spec_augment}
+        self.step, self.best_step, self.bad, self.seconds_before = 0, 0, 0, 0.0
+        self.history: list[dict[str, float]] = []
+        self.best = math.inf
+        self.best_state: dict[str, Any] | None = None
+        self.before: dict[str, float] | None = None
+        self.running: list[float] = []
+        self.t0 = time.perf_counter()
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics of the current weights (eval mode, no gradients)."""
+        import torch
+
+        self.model.eval()
         with torch.no_grad():
-            r = tr.val_metrics(m, val_batch)
-        m.train()
+            r = self.tr.val_metrics(self.model, self.val_batch)
+        self.model.train()
         return {k: float(v) for k, v in r.items()}
 
-    step, best_step, bad, seconds_before = 0, 0, 0, 0.0
-    history: list[dict[str, float]] = []
-    best = math.inf
-    best_state: dict[str, Any] | None = None
-    before: dict[str, float] | None = None
-    if resume:
-        st = torch.load(sp, map_location=device, weights_only=True)
-        if st.get("backend") != backend or st.get("dims") != _plain(dims):
-            raise InputError(f"'{sp}' is for another backend or model size; cannot resume")
-        model.load_state_dict(st["model"])
-        optim.load_state_dict(st["optimizer"])
-        step, best_step, bad = int(st["step"]), int(st["best_step"]), int(st["bad"])
-        seconds_before, best = float(st["seconds"]), float(st["best"])
-        best_state, before, history = st["best_state"], dict(st["before"]), list(st["history"])
-    if before is None:
-        before = evaluate(model)
-        best, best_state = before["error"], copy.deepcopy(model.state_dict())
-        history.append({"step": 0, **before})
-        if log:
-            log(f"step 0: validation error {before['error']:.4f} ({val_note})")
+    def restore(self) -> None:
+        """Continue from the side state ``<out>.state`` (same backend and dimensions)."""
+        import torch
 
-    stream = SampleStream(train_clips, window, seed=opts.seed * 7919 + step)
-    rng = np.random.default_rng(opts.seed * 104729 + step + 1)
-    t0 = time.perf_counter()
-    stopped = "step budget reached"
-    running: list[float] = []
+        st = torch.load(self.sp, map_location=self.device, weights_only=True)
+        if st.get("backend") != self.backend or st.get("dims") != _plain(self.dims):
+            raise InputError(f"'{self.sp}' is for another backend or model size; cannot resume")
+        self.model.load_state_dict(st["model"])
+        self.optim.load_state_dict(st["optimizer"])
+        self.step, self.best_step, self.bad = int(st["step"]), int(st["best_step"]), int(st["bad"])
+        self.seconds_before, self.best = float(st["seconds"]), float(st["best"])
+        self.best_state, self.before, self.history = st["best_state"], dict(st["before"]), list(st["history"])
 
-    def save_state() -> None:
-        torch.save({
-            "backend": backend, "dims": _plain(dims), "model": model.state_dict(), "optimizer": optim.state_dict(),
-            "step": step, "best_step": best_step, "bad": bad, "best": best, "best_state": best_state,
-            "before": before, "history": history, "seconds": seconds_before + time.perf_counter() - t0,
-        }, str(sp) + ".tmp")
-        os.replace(str(sp) + ".tmp", sp)
+    def begin(self) -> None:
+        """Validate the initial weights (unless resumed), then seed the sample stream."""
+        if self.before is None:
+            self.before = self.evaluate()
+            self.best, self.best_state = self.before["error"], copy.deepcopy(self.model.state_dict())
+            self.history.append({"step": 0, **self.before})
+            if self.log:
+                self.log(f"step 0: validation error {self.before['error']:.4f} ({self.data.val_note})")
+        seed, step = self.opts.seed, self.step
+        self.stream = SampleStream(self.data.train_clips, self.data.window, seed=seed * 7919 + step)
+        self.rng = np.random.default_rng(seed * 104729 + step + 1)
+        self.t0 = time.perf_counter()
 
-    def save_best(after: dict[str, float] | None) -> None:
-        model_cfg = {**_plain(opts), "window_frames": window, "fps": fps, "data_dir": str(data_dir),
-                     "n_train": len(train_clips), "n_val": len(val_p)}
-        metrics = {"before": before, "after": after or {}, "best_step": best_step, "steps": step,
-                   "seconds": round(seconds_before + time.perf_counter() - t0, 1)}
-        save_checkpoint(out, backend, dims, model_cfg, best_state or model.state_dict(), metrics)
-
-    model.train()
-    if progress is not None:
-        progress("train", step, opts.steps)
-    while step < opts.steps:
-        samples = stream.batch(opts.batch)
-        batch = tr.make_batch(samples, rng, augment, device)
-        loss, _ = tr.loss(model, batch)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        if opts.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-        optim.step()
-        step += 1
-        running.append(float(loss.detach()))
+    def optimise(self, progress: Progress | None) -> str:
+        """Steps until the budget, early stopping or the time budget; why it stopped."""
+        opts = self.opts
+        self.model.train()
         if progress is not None:
-            progress("train", step, opts.steps)
-        over_time = opts.max_minutes is not None and (time.perf_counter() - t0) > opts.max_minutes * 60
-        if step % opts.val_every == 0 or step == opts.steps or over_time:
-            m = evaluate(model)
-            history.append({"step": step, "train_loss": float(np.mean(running)), **m})
-            running = []
-            if m["error"] < best - 1e-6:
-                best, best_step, bad = m["error"], step, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-            if log:
-                log(f"step {step}: train loss {history[-1]['train_loss']:.4f}, validation error {m['error']:.4f}"
-                    f" (best {best:.4f} at step {best_step})")
-            save_state()
-            save_best(None)
-            if opts.patience and bad >= opts.patience:
-                stopped = f"early stopping (no improvement in {opts.patience} validations)"
-                break
-        if over_time:
-            stopped = f"time budget of {opts.max_minutes} min reached"
-            break
+            progress("train", self.step, opts.steps)
+        while self.step < opts.steps:
+            self.train_step()
+            if progress is not None:
+                progress("train", self.step, opts.steps)
+            over_time = opts.max_minutes is not None and (time.perf_counter() - self.t0) > opts.max_minutes * 60
+            if (self.step % opts.val_every == 0 or self.step == opts.steps or over_time) and self.validate():
+                return f"early stopping (no improvement in {opts.patience} validations)"
+            if over_time:
+                return f"time budget of {opts.max_minutes} min reached"
+        return "step budget reached"
 
-    model.load_state_dict(best_state)
-    after = evaluate(model)
-    save_state()
-    save_best(after)
-    seconds = seconds_before + time.perf_counter() - t0
-    result = TrainResult(
-        checkpoint=str(out), card=str(card_path(out)), backend=backend, steps=step, best_step=best_step,
-        seconds=round(seconds, 1), stopped=stopped, before=before, after=after, n_train=len(train_clips),
-        n_val=len(val_p), history=history,
-    )
-    write_card(result, opts, tr.describe(_plain(dims)), [p.name for p in train_p], [p.name for p in val_p],
-               window, fps, val_note, data_dir)
-    return result
+    def train_step(self) -> None:
+        """One optimisation step on a fresh batch of distorted windows."""
+        import torch
+
+        batch = self.tr.make_batch(self.stream.batch(self.opts.batch), self.rng, self.augment, self.device)
+        loss, _ = self.tr.loss(self.model, batch)
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.opts.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opts.grad_clip)
+        self.optim.step()
+        self.step += 1
+        self.running.append(float(loss.detach()))
+
+    def validate(self) -> bool:
+        """Validate, keep the best weights, write state and checkpoint; True = stop early."""
+        m = self.evaluate()
+        self.history.append({"step": self.step, "train_loss": float(np.mean(self.running)), **m})
+        self.running = []
+        if m["error"] < self.best - 1e-6:
+            self.best, self.best_step, self.bad = m["error"], self.step, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.bad += 1
+        if self.log:
+            self.log(f"step {self.step}: train loss {self.history[-1]['train_loss']:.4f}, validation error "
+                     f"{m['error']:.4f} (best {self.best:.4f} at step {self.best_step})")
+        self.save_state()
+        self.save_best(None)
+        return bool(self.opts.patience and self.bad >= self.opts.patience)
+
+    def finish(self) -> dict[str, float]:
+        """Reload the best weights, validate them, write state and checkpoint; their metrics."""
+        self.model.load_state_dict(self.best_state)
+        after = self.evaluate()
+        self.save_state()
+        self.save_best(after)
+        return after
+
+    def seconds(self) -> float:
+        """Wall time of all sessions so far."""
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def save_state(self) -> None:
+        """The resumable side state ``<out>.state``, written atomically."""
+        import torch
+
+        torch.save({
+            "backend": self.backend, "dims": _plain(self.dims), "model": self.model.state_dict(),
+            "optimizer": self.optim.state_dict(), "step": self.step, "best_step": self.best_step, "bad": self.bad,
+            "best": self.best, "best_state": self.best_state, "before": self.before, "history": self.history,
+            "seconds": self.seconds(),
+        }, str(self.sp) + ".tmp")
+        os.replace(str(self.sp) + ".tmp", self.sp)
+
+    def save_best(self, after: dict[str, float] | None) -> None:
+        """The checkpoint: the best weights so far, dims, training config and metrics."""
+        from avsync.hub import save_checkpoint
+
+        d = self.data
+        model_cfg = {**_plain(self.opts), "window_frames": d.window, "fps": d.fps, "data_dir": str(self.data_dir),
+                     "n_train": len(d.train_clips), "n_val": len(d.val_names)}
+        metrics = {"before": self.before, "after": after or {}, "best_step": self.best_step, "steps": self.step,
+                   "seconds": round(self.seconds(), 1)}
+        save_checkpoint(self.out, self.backend, self.dims, model_cfg, self.best_state or self.model.state_dict(),
+                        metrics)
+
+    def result(self, stopped: str, after: dict[str, float]) -> TrainResult:
+        """What the run did."""
+        assert self.before is not None
+        return TrainResult(
+            checkpoint=str(self.out), card=str(card_path(self.out)), backend=self.backend, steps=self.step,
+            best_step=self.best_step, seconds=round(self.seconds(), 1), stopped=stopped, before=self.before,
+            after=after, n_train=len(self.data.train_clips), n_val=len(self.data.val_names), history=self.history,
+        )
 
 
 def _plain(x: Any) -> Any:
