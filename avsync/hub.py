@@ -1,7 +1,7 @@
 """Checkpoint registry, download, sha256-verified cache, and the checkpoint file format.
 
 Registry
-    A JSON list of entries, by default ``avsync/models/registry.json`` (package data).
+    A JSON list of entries, by default ``avsync/checkpoints/registry.json`` (package data).
     Set ``AVSYNC_REGISTRY=/path/to/registry.json`` (or pass ``registry=`` to the
     functions below) to use another one. Each entry::
 
@@ -10,10 +10,10 @@ Registry
          "url": "https://.../alignnet-motion.pt",  # null when only bundled / mirrored
          "sha256": "<64 hex digits>",      # of the file, checked on every use
          "size": 1234567,                  # bytes
-         "card": "models/alignnet-motion.md",      # model card, relative to the repo root
+         "card": "model_cards/alignnet-motion.md", # model card, relative to the repo root
          "description": "one line",
          "data": "what it was trained on",
-         "bundled": "alignnet-motion.pt"}  # file inside avsync/models/, or null
+         "bundled": "alignnet-motion.pt"}  # file inside avsync/checkpoints/, or null
 
 Cache
     Downloaded checkpoints live in ``<cache root>/models/<name>.pt`` where the cache root is
@@ -74,10 +74,10 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("backend", "dims", "config", "state_dict", "metrics")
 """Keys every checkpoint must have."""
 
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "models"
+CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 """Package data directory holding ``registry.json`` and bundled checkpoints."""
 
-DEFAULT_REGISTRY = PACKAGE_MODELS_DIR / "registry.json"
+DEFAULT_REGISTRY = CHECKPOINTS_DIR / "registry.json"
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
@@ -670,7 +670,7 @@ def register_checkpoint(
     backend
         Backend name; must match the checkpoint's ``backend``.
     card
-        Model card path relative to the repository root, e.g. ``"models/alignnet-motion.md"``.
+        Model card path relative to the repository root, e.g. ``"model_cards/alignnet-motion.md"``.
     url
         Download URL, or None for bundled / mirror-only checkpoints.
     description, data
@@ -738,7 +738,7 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def register_main(argv: list[str] | None = None) -> int:
-    """Script entry: ``python -m avsync.hub CKPT --name N --backend B --card models/N.md [...]``."""
+    """Script entry: ``python -m avsync.hub CKPT --name N --backend B --card model_cards/N.md [...]``."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m avsync.hub", description=register_checkpoint.__doc__)
@@ -749,7 +749,7 @@ def register_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url")
     ap.add_argument("--description", default="")
     ap.add_argument("--data", default="")
-    ap.add_argument("--bundle", action="store_true", help="ship the file inside avsync/models/")
+    ap.add_argument("--bundle", action="store_true", help="ship the file inside avsync/checkpoints/")
     ap.add_argument("--registry", help="registry file (default: $AVSYNC_REGISTRY or the package's)")
     a = ap.parse_args(argv)
     try:

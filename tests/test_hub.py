@@ -72,7 +72,7 @@ def env(tmp_path, monkeypatch):
         "url": f"{server.url}/tiny-linear.pt",
         "sha256": _sha(ckpt),
         "size": ckpt.stat().st_size,
-        "card": "models/tiny-linear.md",
+        "card": "model_cards/tiny-linear.md",
         "description": "test",
         "data": "nothing",
         "bundled": None,
@@ -301,7 +301,9 @@ def test_package_registry_is_valid():
     assert isinstance(entries, list)
     for e in entries:
         if e["bundled"]:
-            assert (hub.PACKAGE_MODELS_DIR / e["bundled"]).is_file()
+            assert (hub.CHECKPOINTS_DIR / e["bundled"]).is_file()
+        if e["card"]:
+            assert (Path(__file__).resolve().parents[1] / e["card"]).is_file(), e["card"]
 
 
 # ---------------------------------------------------------------------------- CLI
