@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,9 +107,11 @@ def save_npz(key: str, arrays: dict[str, np.ndarray]) -> Path | None:
     """
     p = _entry(key)
 
+    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+
     def save(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+            np.savez(f, **payload)
 
     try:
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -738,7 +738,10 @@ def _bundle(src: Path, directory: Path, name: str) -> str:
     target = directory / bundled
     if src.resolve() != target:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, lambda tmp: shutil.copyfile(src, tmp), mode=PUBLISHED_MODE)
+        def copy(tmp: str) -> None:
+            shutil.copyfile(src, tmp)
+
+        write_atomic(target, copy, mode=PUBLISHED_MODE)
     return bundled
 
 
