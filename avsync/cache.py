@@ -16,15 +16,20 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from avsync.outputs import write_atomic
 
 # Bump whenever a feature's definition changes, so old cache entries stop matching.
 FEATURE_VERSION = 5
 
 _CHUNK = 1 << 20  # bytes read at each sampled position
+
+PRIVATE_MODE = 0o600
+"""Permissions of cache entries: the owner's only (as mkstemp makes them)."""
 
 
 def cache_dir() -> Path:
@@ -101,17 +106,16 @@ def save_npz(key: str, arrays: dict[str, np.ndarray]) -> Path | None:
     Returns the entry path, or None if the cache is not writable (caching is best effort).
     """
     p = _entry(key)
+
+    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **payload)
+
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{key[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(p, save, suffix=".tmp", mode=PRIVATE_MODE)
     except OSError:
         return None
     return p

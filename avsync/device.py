@@ -12,6 +12,16 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 _CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
 
 
+def is_device_spec(spec: object) -> bool:
+    """Whether ``spec`` is a device spec :func:`resolve_device` accepts (one of
+    :data:`DEVICE_CHOICES`; case and surrounding spaces ignored). Syntax only: torch is not
+    imported and CUDA is not looked for."""
+    if not isinstance(spec, str):
+        return False
+    s = spec.strip().lower()
+    return s in ("auto", "cpu") or _CUDA_RE.match(s) is not None
+
+
 def resolve_device(spec: str = "auto") -> str:
     """Validate a device spec and resolve ``auto``.
 
@@ -31,12 +41,12 @@ def resolve_device(spec: str = "auto") -> str:
     InputError
         Unknown spec, CUDA requested without a CUDA device, or a device index out of range.
     """
+    if not is_device_spec(str(spec)):
+        raise InputError(f"invalid --device '{spec}': expected one of {', '.join(DEVICE_CHOICES)}")
     s = str(spec).strip().lower()
     if s == "cpu":
         return "cpu"
     m = _CUDA_RE.match(s)
-    if s != "auto" and m is None:
-        raise InputError(f"invalid --device '{spec}': expected one of {', '.join(DEVICE_CHOICES)}")
 
     import torch  # lazily: only once a device is actually needed
 

@@ -1,7 +1,7 @@
 """Checkpoint registry, download, sha256-verified cache, and the checkpoint file format.
 
 Registry
-    A JSON list of entries, by default ``avsync/models/registry.json`` (package data).
+    A JSON list of entries, by default ``avsync/checkpoints/registry.json`` (package data).
     Set ``AVSYNC_REGISTRY=/path/to/registry.json`` (or pass ``registry=`` to the
     functions below) to use another one. Each entry::
 
@@ -10,10 +10,10 @@ Registry
          "url": "https://.../alignnet-motion.pt",  # null when only bundled / mirrored
          "sha256": "<64 hex digits>",      # of the file, checked on every use
          "size": 1234567,                  # bytes
-         "card": "models/alignnet-motion.md",      # model card, relative to the repo root
+         "card": "model_cards/alignnet-motion.md", # model card, relative to the repo root
          "description": "one line",
          "data": "what it was trained on",
-         "bundled": "alignnet-motion.pt"}  # file inside avsync/models/, or null
+         "bundled": "alignnet-motion.pt"}  # file inside avsync/checkpoints/, or null
 
 Cache
     Downloaded checkpoints live in ``<cache root>/models/<name>.pt`` where the cache root is
@@ -44,6 +44,8 @@ Checkpoint format
 Test model
     :data:`TINY_TEST_MODEL` (``"tiny-test"``) never downloads: learned backends asked for it
     build small random weights from a fixed seed, so end-to-end tests stay offline.
+
+Registering a trained checkpoint: :func:`register_checkpoint`, or ``avsync models register``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -63,7 +64,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from avsync.cache import cache_dir
 from avsync.errors import ModelError
+from avsync.outputs import write_atomic, write_json
 
 TINY_TEST_MODEL = "tiny-test"
 """Checkpoint name that learned backends honour by building seeded random weights offline."""
@@ -74,10 +77,13 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("backend", "dims", "config", "state_dict", "metrics")
 """Keys every checkpoint must have."""
 
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "models"
+CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 """Package data directory holding ``registry.json`` and bundled checkpoints."""
 
-DEFAULT_REGISTRY = PACKAGE_MODELS_DIR / "registry.json"
+DEFAULT_REGISTRY = CHECKPOINTS_DIR / "registry.json"
+
+PUBLISHED_MODE = 0o644
+"""Permissions of the files the hub writes (checkpoints, registry): world-readable."""
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
@@ -106,25 +112,10 @@ def registry_path(registry: str | os.PathLike[str] | None = None) -> Path:
 def models_dir() -> Path:
     """Directory of downloaded checkpoints: ``<cache root>/models`` (not created here).
 
-    The cache root comes from :func:`avsync.cache.cache_dir` when that module exists,
-    otherwise ``$AVSYNC_CACHE``, ``$XDG_CACHE_HOME/avsync`` or ``~/.cache/avsync``.
+    The cache root is :func:`avsync.cache.cache_dir`: ``$AVSYNC_CACHE``, else
+    ``$XDG_CACHE_HOME/avsync``, else ``~/.cache/avsync``.
     """
-    return _cache_root() / "models"
-
-
-def _cache_root() -> Path:
-    try:
-        from avsync.cache import cache_dir  # shared root logic, when present
-    except ImportError:
-        cache_dir = None
-    if cache_dir is not None:
-        return Path(cache_dir())
-    env = os.environ.get("AVSYNC_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "avsync"
+    return cache_dir() / "models"
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,22 +155,26 @@ def load_registry(registry: str | os.PathLike[str] | None = None) -> list[dict[s
         raise ModelError(f"model registry {path} must be a JSON list of entries")
     seen: set[str] = set()
     for i, entry in enumerate(entries):
-        where = f"model registry {path}, entry {i}"
-        if not isinstance(entry, dict):
-            raise ModelError(f"{where}: not an object")
-        for key in ("name", "backend", "sha256", "size"):
-            if key not in entry:
-                raise ModelError(f"{where}: missing '{key}'")
-        if not _SHA_RE.match(str(entry["sha256"])):
-            raise ModelError(f"{where} ('{entry['name']}'): sha256 must be 64 lowercase hex digits")
-        if entry["name"] in seen:
-            raise ModelError(f"{where}: duplicate name '{entry['name']}'")
-        seen.add(entry["name"])
-        for key in ("url", "card", "bundled"):
-            entry.setdefault(key, None)
-        for key in ("description", "data"):
-            entry.setdefault(key, "")
+        _check_entry(entry, f"model registry {path}, entry {i}", seen)
     return entries
+
+
+def _check_entry(entry: Any, where: str, seen: set[str]) -> None:
+    """Validate one registry entry (names must not repeat ``seen``); fill the optional keys."""
+    if not isinstance(entry, dict):
+        raise ModelError(f"{where}: not an object")
+    for key in ("name", "backend", "sha256", "size"):
+        if key not in entry:
+            raise ModelError(f"{where}: missing '{key}'")
+    if not _SHA_RE.match(str(entry["sha256"])):
+        raise ModelError(f"{where} ('{entry['name']}'): sha256 must be 64 lowercase hex digits")
+    if entry["name"] in seen:
+        raise ModelError(f"{where}: duplicate name '{entry['name']}'")
+    seen.add(entry["name"])
+    for key in ("url", "card", "bundled"):
+        entry.setdefault(key, None)
+    for key in ("description", "data"):
+        entry.setdefault(key, "")
 
 
 def get_entry(name: str, registry: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -302,43 +297,42 @@ def _download(entry: Mapping[str, Any], dest: Path, progress: ProgressFn | None)
             f"or put the file at {dest}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    h = hashlib.sha256()
-    try:
+
+    def fetch_to(tmp: str) -> None:
         try:
-            stream, total = _open_source(src)
-            total = total or entry.get("size") or None
-            done = 0
-            if progress is not None:
-                progress("download", 0, total)
-            with stream, os.fdopen(fd, "wb") as out:
-                fd = -1
-                while chunk := stream.read(_CHUNK):
-                    out.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress("download", done, total)
-                out.flush()
-                os.fsync(out.fileno())
+            got = _stream_to(src, tmp, entry.get("size") or None, progress)
         except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts are OSErrors
             raise ModelError(
                 f"cannot download '{name}' from {src}: {_describe(e)}; "
                 f"set AVSYNC_MODEL_URL to a mirror or put the file at {dest}"
             ) from None
-        got = h.hexdigest()
         if got != entry["sha256"]:
             raise ModelError(
                 f"checksum mismatch for '{name}': expected {entry['sha256']}, got {got} "
                 "(the download is corrupt or the registry is stale)"
             )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are world-readable
-        os.replace(tmp, dest)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(dest, fetch_to, suffix=".part", mode=PUBLISHED_MODE)
+
+
+def _stream_to(src: str, tmp: str, size: int | None, progress: ProgressFn | None) -> str:
+    """Copy ``src`` (URL or local path) into file ``tmp``, synced; its sha256 (hex)."""
+    h = hashlib.sha256()
+    stream, total = _open_source(src)
+    total = total or size
+    done = 0
+    if progress is not None:
+        progress("download", 0, total)
+    with stream, open(tmp, "wb") as out:
+        while chunk := stream.read(_CHUNK):
+            out.write(chunk)
+            h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress("download", done, total)
+        out.flush()
+        os.fsync(out.fileno())
+    return h.hexdigest()
 
 
 def _warn(message: str) -> None:
@@ -379,6 +373,26 @@ def resolve(
         Unknown name, the tiny test model (it has no file), download failure, or a checksum
         mismatch after download (no file is left in the cache).
     """
+    local = _existing_file(name_or_path)
+    if local is not None:
+        return local
+    entry = get_entry(str(name_or_path), registry)
+    bundled = _verified_bundle(entry, registry)
+    if bundled is not None:
+        return bundled
+    dest = _cache_path(entry)
+    if dest.is_file():
+        if sha256_file(dest) == entry["sha256"]:
+            return dest
+        _warn(f"cached checkpoint {dest} fails its sha256 check (corrupt or outdated); re-downloading")
+        dest.unlink(missing_ok=True)
+    _download(entry, dest, progress)
+    return dest
+
+
+def _existing_file(name_or_path: str | os.PathLike[str]) -> Path | None:
+    """``name_or_path`` as an existing file, None when it is a registry name; refuses the tiny
+    model (it has no file) and what looks like a path to a missing file."""
     if isinstance(name_or_path, os.PathLike) or not is_tiny(name_or_path):
         p = Path(name_or_path).expanduser()
         if p.is_file():
@@ -391,29 +405,27 @@ def resolve(
         )
     if isinstance(name_or_path, os.PathLike) or name.endswith((".pt", ".pth")) or os.sep in name:
         raise ModelError(f"checkpoint file not found: {name}")
-    entry = get_entry(name, registry)
+    return None
 
-    if entry.get("bundled"):
-        bundled = _bundled_path(entry, registry)
-        if bundled.is_file():
-            got = sha256_file(bundled)
-            if got == entry["sha256"]:
-                return bundled
-            if not _source(entry):
-                raise ModelError(
-                    f"bundled checkpoint {bundled} fails its sha256 check (expected "
-                    f"{entry['sha256']}, got {got}); reinstall avsync"
-                )
-            _warn(f"bundled checkpoint {bundled} fails its sha256 check; downloading '{name}' instead")
 
-    dest = _cache_path(entry)
-    if dest.is_file():
-        if sha256_file(dest) == entry["sha256"]:
-            return dest
-        _warn(f"cached checkpoint {dest} fails its sha256 check (corrupt or outdated); re-downloading")
-        dest.unlink(missing_ok=True)
-    _download(entry, dest, progress)
-    return dest
+def _verified_bundle(entry: Mapping[str, Any], registry: str | os.PathLike[str] | None) -> Path | None:
+    """The entry's bundled file when it passes its sha256; None when there is none (or it
+    fails and a download source exists: warned)."""
+    if not entry.get("bundled"):
+        return None
+    bundled = _bundled_path(entry, registry)
+    if not bundled.is_file():
+        return None
+    got = sha256_file(bundled)
+    if got == entry["sha256"]:
+        return bundled
+    if not _source(entry):
+        raise ModelError(
+            f"bundled checkpoint {bundled} fails its sha256 check (expected "
+            f"{entry['sha256']}, got {got}); reinstall avsync"
+        )
+    _warn(f"bundled checkpoint {bundled} fails its sha256 check; downloading '{entry['name']}' instead")
+    return None
 
 
 def fetch(
@@ -560,16 +572,14 @@ def save_checkpoint(
         "metrics": _plain(metrics or {}, "metrics"),
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; published files are world-readable
-        os.replace(tmp_name, dest)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+
+    write_atomic(dest, save, mode=PUBLISHED_MODE)
     return dest
 
 
@@ -605,13 +615,20 @@ def load_checkpoint(
         Not a torch file, holds anything but tensors and plain containers (refused by
         ``weights_only``), lacks a key, or is for another backend.
     """
+    path = resolve(name_or_path, progress=progress, registry=registry)
+    ckpt = _torch_load(path, map_location)
+    _check_checkpoint(ckpt, path, backend)
+    return ckpt
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    """``torch.load(weights_only=True)``; every failure becomes a one-line ModelError."""
     import pickle
 
     import torch
 
-    path = resolve(name_or_path, progress=progress, registry=registry)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # torch reports both refused globals and plain garbage as UnpicklingError.
         text = str(e)
@@ -626,6 +643,10 @@ def load_checkpoint(
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... on bad files
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
         raise ModelError(f"cannot load checkpoint {path}: {first}") from None
+
+
+def _check_checkpoint(ckpt: Any, path: Path, backend: str | None) -> None:
+    """Refuse what is not an avsync checkpoint (for ``backend``, when given)."""
     if not isinstance(ckpt, dict):
         raise ModelError(f"{path} is not an avsync checkpoint (a {type(ckpt).__name__}, not a dict)")
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
@@ -636,11 +657,10 @@ def load_checkpoint(
             raise ModelError(f"{path} is not an avsync checkpoint: '{key}' is not a dict")
     if backend is not None and ckpt["backend"] != backend:
         raise ModelError(f"{path} is a '{ckpt['backend']}' checkpoint, not '{backend}'")
-    return ckpt
 
 
 # --------------------------------------------------------------------------------------------
-# Dev helper: registering a trained checkpoint
+# Registering a trained checkpoint (``avsync models register``)
 
 
 def register_checkpoint(
@@ -670,7 +690,7 @@ def register_checkpoint(
     backend
         Backend name; must match the checkpoint's ``backend``.
     card
-        Model card path relative to the repository root, e.g. ``"models/alignnet-motion.md"``.
+        Model card path relative to the repository root, e.g. ``"model_cards/alignnet-motion.md"``.
     url
         Download URL, or None for bundled / mirror-only checkpoints.
     description, data
@@ -693,20 +713,7 @@ def register_checkpoint(
     load_checkpoint(src, backend=backend)
     reg = registry_path(registry)
     entries = [e for e in load_registry(reg) if e["name"] != name]
-    bundled = None
-    if bundle:
-        bundled = f"{name}.pt"
-        target = reg.resolve().parent / bundled
-        if src.resolve() != target:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{bundled}.", dir=target.parent)
-            os.close(fd)
-            try:
-                shutil.copyfile(src, tmp)
-                os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are world-readable
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+    bundled = _bundle(src, reg.resolve().parent, name) if bundle else None
     entry = {
         "name": name,
         "backend": backend,
@@ -720,49 +727,26 @@ def register_checkpoint(
     }
     entries.append(entry)
     entries.sort(key=lambda e: e["name"])
-    _write_json_atomic(reg, entries)
+    reg.parent.mkdir(parents=True, exist_ok=True)
+    write_json(reg, entries, indent=2, mode=PUBLISHED_MODE)
     return entry
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are world-readable
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def _bundle(src: Path, directory: Path, name: str) -> str:
+    """Copy ``src`` to ``directory/<name>.pt`` (atomically, world-readable); the file name."""
+    bundled = f"{name}.pt"
+    target = directory / bundled
+    if src.resolve() != target:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        def copy(tmp: str) -> None:
+            shutil.copyfile(src, tmp)
+
+        write_atomic(target, copy, mode=PUBLISHED_MODE)
+    return bundled
 
 
-def register_main(argv: list[str] | None = None) -> int:
-    """Script entry: ``python -m avsync.hub CKPT --name N --backend B --card models/N.md [...]``."""
-    import argparse
+if __name__ == "__main__":  # ``python -m avsync.hub CKPT --name ...`` = ``avsync models register CKPT ...``
+    from avsync.cli import main
 
-    ap = argparse.ArgumentParser(prog="python -m avsync.hub", description=register_checkpoint.__doc__)
-    ap.add_argument("path")
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--backend", required=True)
-    ap.add_argument("--card", required=True)
-    ap.add_argument("--url")
-    ap.add_argument("--description", default="")
-    ap.add_argument("--data", default="")
-    ap.add_argument("--bundle", action="store_true", help="ship the file inside avsync/models/")
-    ap.add_argument("--registry", help="registry file (default: $AVSYNC_REGISTRY or the package's)")
-    a = ap.parse_args(argv)
-    try:
-        entry = register_checkpoint(
-            a.path, a.name, a.backend, a.card, url=a.url, description=a.description,
-            data=a.data, bundle=a.bundle, registry=a.registry,
-        )
-    except ModelError as e:
-        sys.stderr.write(f"avsync: error: {e}\n")
-        return 1
-    sys.stdout.write(json.dumps(entry) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(register_main())
+    sys.argv[1:1] = ["models", "register"]
+    main()

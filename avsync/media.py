@@ -1,5 +1,8 @@
 """Media I/O on PyAV: probe, packet times, streaming decode, audio load, writing.
 
+The only module (with :mod:`avsync.remux`, which re-muxes) that opens media files; every
+other module asks it for plain values (times, arrays, :class:`MediaInfo`).
+
 Clocks
 ------
 Every time this module returns is in seconds. Video times are relative to the first
@@ -10,7 +13,7 @@ with zeros in front, audio that starts earlier is cut), and at the audio's own f
 sample otherwise. Gaps in the audio timestamps are filled with zeros; overlaps are cut.
 
 Nothing here modifies an input file. Outputs go through :func:`atomic_output`: a temp file
-in the destination directory, renamed into place only on success.
+in the destination directory, renamed into place only on success (:mod:`avsync.outputs`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,7 +31,7 @@ import av
 import numpy as np
 
 from avsync.errors import InputError, OutputError
-from avsync.outputs import commit
+from avsync.outputs import atomic_path
 from avsync.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -123,8 +125,11 @@ def _check_readable(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
-    """Open ``path`` for reading; every failure becomes a one-line InputError."""
+def open_container(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+    """Open ``path`` for reading (a context manager); every failure becomes a one-line InputError.
+
+    For the modules that must walk a container's packets themselves (rendering, re-muxing).
+    """
     p = _check_readable(path)
     try:
         container = av.open(p, "r")
@@ -134,6 +139,9 @@ def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
         yield container
     finally:
         container.close()
+
+
+_open = open_container  # the former private name, still used by render.py / retarget.py
 
 
 def _rotation_from_metadata(stream: av.stream.Stream) -> int | None:
@@ -151,8 +159,8 @@ def _norm_rotation(deg: float) -> int:
     return int(round(deg / 90.0)) * 90 % 360
 
 
-def _video_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-               path: str, first_frame: list | None = None) -> np.ndarray:
+def video_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+              path: str, first_frame: list | None = None) -> np.ndarray:
     """Presentation timestamps (stream ticks, int64, demux order) of every video packet.
 
     If ``first_frame`` is a list, the first decodable frame is appended to it on the way.
@@ -174,6 +182,9 @@ def _video_pts(container: av.container.InputContainer, stream: av.video.stream.V
     except av.error.FFmpegError as exc:
         raise InputError(f"cannot read '{path}': truncated or corrupt ({_why(exc)})") from None
     return np.asarray(pts, dtype=np.int64)
+
+
+_video_pts = video_pts  # the former private name, still used by render.py
 
 
 def _is_vfr(pts_sorted: np.ndarray) -> bool:
@@ -227,7 +238,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         container, or no audio and no video stream.
     """
     p = str(path)
-    with _open(p) as c:
+    with open_container(p) as c:
         vs = c.streams.video[0] if c.streams.video else None
         aus = c.streams.audio[0] if c.streams.audio else None
         if vs is None and aus is None:
@@ -244,7 +255,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         if vs is not None:
             cc = vs.codec_context
             first: list = []
-            pts = np.sort(_video_pts(c, vs, p, first_frame=first))
+            pts = np.sort(video_pts(c, vs, p, first_frame=first))
             tb = float(vs.time_base) if vs.time_base else 1.0
             vfr = _is_vfr(pts)
             n = int(pts.size)
@@ -279,11 +290,11 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
         Unreadable file or no video stream.
     """
     p = str(path)
-    with _open(p) as c:
+    with open_container(p) as c:
         if not c.streams.video:
             raise InputError(f"no video stream in '{p}'")
         vs = c.streams.video[0]
-        pts = np.sort(_video_pts(c, vs, p))
+        pts = np.sort(video_pts(c, vs, p))
         if pts.size == 0:
             raise InputError(f"cannot read '{p}': video stream has no frames")
         tb = vs.time_base or Fraction(1, 1)
@@ -348,7 +359,7 @@ class FrameReader:
 
     def _run(self) -> Iterator[tuple[int, float, np.ndarray]]:
         p = self.path
-        with _open(p) as c:
+        with open_container(p) as c:
             if not c.streams.video:
                 raise InputError(f"no video stream in '{p}'")
             vs = c.streams.video[0]
@@ -496,7 +507,7 @@ def iter_audio(path: str | os.PathLike, *, rate: int | None = None, layout: str 
         Unreadable file or no audio stream.
     """
     p = str(path)
-    with _open(p) as c:
+    with open_container(p) as c:
         if not c.streams.audio:
             raise InputError(f"no audio stream in '{p}'")
         st = c.streams.audio[0]
@@ -504,51 +515,66 @@ def iter_audio(path: str | os.PathLike, *, rate: int | None = None, layout: str 
         rate = int(rate or st.codec_context.sample_rate or st.rate)
         layout = layout or st.codec_context.layout.name or "stereo"
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        origin = audio_origin(c) if align_to_video else None
-        pos = 0  # samples emitted so far; sample index 0 is at `origin`
-        tol = max(2, rate // 1000)  # timestamp jitter treated as contiguous (~1 ms)
-
-        def place(o: av.AudioFrame) -> Iterator[np.ndarray]:
-            nonlocal pos, origin
-            chunk = o.to_ndarray().astype(np.float32, copy=False)
-            if o.pts is not None and o.time_base:
-                t = float(o.pts * o.time_base)
-                if origin is None:
-                    origin = t
-                start = int(round((t - origin) * rate))
-                if start > pos + tol:  # gap (or late start): fill with silence
-                    yield np.zeros((chunk.shape[0], start - pos), np.float32)
-                    pos = start
-                elif start < pos - tol:  # overlap (or early start): cut the head
-                    chunk = chunk[:, pos - start:]
-            if chunk.shape[1]:
-                pos += chunk.shape[1]
-                yield chunk
-
-        def frames() -> Iterator[av.AudioFrame]:
-            try:
-                for packet in c.demux(st):
-                    try:
-                        decoded = st.decode(packet)
-                    except av.error.InvalidDataError:
-                        continue
-                    for fr in decoded:
-                        # Containers may declare end padding through a short packet duration;
-                        # a coarse time base (Matroska's 1 ms) only rounds it: not padding.
-                        if fr.duration and fr.time_base and fr.sample_rate:
-                            keep = int(round(fr.duration * fr.time_base * fr.sample_rate))
-                            tick = float(fr.time_base) * fr.sample_rate
-                            if 0 < keep < fr.samples - tick:
-                                fr = _trim_frame(fr, keep)
-                        yield fr
-            except av.error.FFmpegError as exc:
-                log.warning("%s: stopped reading audio early (%s)", p, _why(exc))
-
-        for fr in frames():
+        placer = _AudioPlacer(rate, audio_origin(c) if align_to_video else None)
+        for fr in _audio_frames(c, st, p):
             for o in resampler.resample(fr):
-                yield from place(o)
+                yield from placer.place(o)
         for o in resampler.resample(None):
-            yield from place(o)
+            yield from placer.place(o)
+
+
+class _AudioPlacer:
+    """Puts resampled audio frames on the output clock: sample index 0 is at ``origin``
+    (container seconds; None = the first frame's time). Gaps become zeros, overlaps are cut."""
+
+    def __init__(self, rate: int, origin: float | None) -> None:
+        self.rate = rate
+        self.origin = origin
+        self.pos = 0  # samples emitted so far
+        self.tol = max(2, rate // 1000)  # timestamp jitter treated as contiguous (~1 ms)
+
+    def place(self, o: av.AudioFrame) -> Iterator[np.ndarray]:
+        chunk = o.to_ndarray().astype(np.float32, copy=False)
+        if o.pts is not None and o.time_base:
+            t = float(o.pts * o.time_base)
+            if self.origin is None:
+                self.origin = t
+            start = int(round((t - self.origin) * self.rate))
+            if start > self.pos + self.tol:  # gap (or late start): fill with silence
+                yield np.zeros((chunk.shape[0], start - self.pos), np.float32)
+                self.pos = start
+            elif start < self.pos - self.tol:  # overlap (or early start): cut the head
+                chunk = chunk[:, self.pos - start:]
+        if chunk.shape[1]:
+            self.pos += chunk.shape[1]
+            yield chunk
+
+
+def _audio_frames(c: av.container.InputContainer, st: av.audio.stream.AudioStream,
+                  p: str) -> Iterator[av.AudioFrame]:
+    """Decoded frames of audio stream ``st``: undecodable packets skipped, declared end
+    padding trimmed, a container that stops demuxing ends the stream (with a warning)."""
+    try:
+        for packet in c.demux(st):
+            try:
+                decoded = st.decode(packet)
+            except av.error.InvalidDataError:
+                continue
+            for fr in decoded:
+                yield _drop_end_padding(fr)
+    except av.error.FFmpegError as exc:
+        log.warning("%s: stopped reading audio early (%s)", p, _why(exc))
+
+
+def _drop_end_padding(fr: av.AudioFrame) -> av.AudioFrame:
+    """Containers may declare end padding through a short packet duration; a coarse time
+    base (Matroska's 1 ms) only rounds it: not padding."""
+    if fr.duration and fr.time_base and fr.sample_rate:
+        keep = int(round(fr.duration * fr.time_base * fr.sample_rate))
+        tick = float(fr.time_base) * fr.sample_rate
+        if 0 < keep < fr.samples - tick:
+            return _trim_frame(fr, keep)
+    return fr
 
 
 def load_audio(path: str | os.PathLike, sr: int = 22050) -> np.ndarray:
@@ -578,6 +604,109 @@ def load_audio(path: str | os.PathLike, sr: int = 22050) -> np.ndarray:
     if not chunks:
         return np.zeros(0, np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def decode_skipping(container: av.container.InputContainer, stream: av.stream.Stream,
+                    path: str | os.PathLike) -> Iterator[av.frame.Frame]:
+    """Decoded frames of ``stream`` as they come: packets that fail to decode are skipped
+    (and counted in one warning), a container that stops demuxing ends the stream."""
+    bad = 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                bad += 1
+    except av.error.FFmpegError as exc:
+        log.warning("%s: stopped reading early (%s)", path, exc)
+    if bad:
+        log.warning("%s: skipped %d undecodable packet(s)", path, bad)
+
+
+def first_frame_time(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    """Time (s, container clock) of the first frame of ``stream`` that decodes; None if none does."""
+    for f in decode_skipping(container, stream, Path(container.name)):
+        return float(f.time or 0.0)
+    return None
+
+
+@dataclass(frozen=True)
+class StreamStarts:
+    """Where a file's first video and audio streams start, on the container clock.
+
+    Attributes
+    ----------
+    duration : float
+        Container duration in seconds (0.0 when the container does not say).
+    has_video, has_audio : bool
+    video, audio : float or None
+        Time (s) of the first frame of the stream that decodes; None without the stream or
+        when none of its packets decodes.
+    """
+
+    duration: float
+    has_video: bool
+    has_audio: bool
+    video: float | None
+    audio: float | None
+
+
+def stream_starts(path: str | os.PathLike) -> StreamStarts:
+    """First decodable frame times of the first video and audio streams (one frame each).
+
+    Raises
+    ------
+    InputError
+        Missing, empty or unreadable file.
+    """
+    with open_container(path) as c:
+        dur = float(c.duration / 1e6) if c.duration else 0.0
+        v0 = a0 = None
+        if c.streams.video:
+            v0 = first_frame_time(c, c.streams.video[0])
+            c.seek(0)
+        if c.streams.audio:
+            a0 = first_frame_time(c, c.streams.audio[0])
+        return StreamStarts(dur, bool(c.streams.video), bool(c.streams.audio), v0, a0)
+
+
+def load_raw_audio(path: str | os.PathLike) -> tuple[np.ndarray, int, float]:
+    """The first audio stream exactly as decoded: mono, the stream's own rate, no clock
+    placement (unlike :func:`load_audio`: no padding, no cutting, no gap filling).
+
+    Returns
+    -------
+    samples : ndarray, shape (S,), float32
+        Empty when nothing decodes.
+    rate : int
+        Samples per second.
+    start : float
+        Time (s, container clock) of sample 0 (0.0 when nothing decodes).
+
+    Raises
+    ------
+    InputError
+        Unreadable file or no audio stream.
+    """
+    p = str(path)
+    with open_container(p) as c:
+        if not c.streams.audio:
+            raise InputError(f"no audio stream in '{p}'")
+        s = c.streams.audio[0]
+        sr = int(s.codec_context.sample_rate or s.rate)
+        res = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks: list[np.ndarray] = []
+        t0: float | None = None
+        for fr in decode_skipping(c, s, Path(p)):
+            if t0 is None:
+                t0 = float(fr.time or 0.0)
+            for r in res.resample(fr):
+                chunks.append(r.to_ndarray().reshape(-1))
+        for r in res.resample(None):
+            chunks.append(r.to_ndarray().reshape(-1))
+    if not chunks:
+        return np.zeros(0, np.float32), sr, 0.0
+    return np.concatenate(chunks).astype(np.float32), sr, t0 or 0.0
 
 
 # --------------------------------------------------------------------------------------
@@ -621,15 +750,8 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
         raise OutputError(f"'{p}' already exists (use --overwrite to replace it)")
     if not os.access(d, os.W_OK):
         raise OutputError(f"cannot write '{p}': permission denied")
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{p.stem}.", suffix=f".part{p.suffix}")
-    os.close(fd)
-    try:
+    with atomic_path(p, suffix=f".part{p.suffix}") as tmp:
         yield tmp
-        commit(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 class MediaWriter:

@@ -5,6 +5,12 @@ leads the picture** — the sound of an event comes before its picture.
 
 Pipeline
 --------
+:func:`detect_offset` is a list of stage calls, each a function over plain values that can be
+run (and tested) on its own: :func:`read_clip` (probe and raw samples, via
+:mod:`avsync.media`), :func:`extract_features`, :func:`global_offset`, :func:`fold_period`,
+:func:`measure_windows`, :func:`fit_windows`, :func:`refine_with_events`, :func:`judge`
+(verdict and reported offset). What ``--fix`` does with the result is :func:`fix_plan`.
+
 1. Features: :func:`avsync.features.extract.extract_audio` on the clip's own audio and
    :func:`avsync.features.extract.extract_visual` on its picture.
 2. Global offset: ``get_backend(backend).offset(audio, visual, max_shift)`` searches the whole
@@ -56,7 +62,6 @@ verdict is not "cannot tell".
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -65,7 +70,9 @@ from typing import Any
 
 import numpy as np
 
+from avsync.device import DEVICE_CHOICES, is_device_spec
 from avsync.errors import CannotMeasure, InputError
+from avsync.features import MODES
 from avsync.progress import Progress
 from avsync.types import CONVENTION, Signal, in_itu_window
 
@@ -76,20 +83,48 @@ DRIFT_MS_PER_MIN = 20.0  # a significant drift at least this large is "drifting"
 SILENCE_RMS = 1e-4  # -80 dBFS: quieter audio is "silent"
 VERDICTS = ("in sync", "constant offset", "drifting", "cannot tell")
 
+Window = tuple[float, float, float]
+"""One drift window: (start s, offset s, confidence)."""
+
 
 @dataclass(frozen=True)
 class OffsetOptions:
-    """What :func:`detect_offset` does."""
+    """What :func:`detect_offset` does. Validated on construction (:class:`InputError`).
+
+    The backend name is checked when the backend is built (learned backends load lazily).
+    """
 
     backend: str = "classical"  # registry name, see avsync.backends
-    mode: str = "auto"  # visual features: auto | dance | speech | general
+    mode: str = "auto"  # visual features: one of avsync.features.MODES (auto | dance | speech | general)
     max_shift: float = 5.0  # search range for the global offset, ± seconds
     window: float = 10.0  # sliding-window length for drift, seconds
     hop: float | None = None  # window hop, seconds (None = window / 2)
     window_search: float = 1.0  # residual search around the global offset per window, ± s
-    device: str = "auto"  # for learned backends: auto | cpu | cuda
+    device: str = "auto"  # for learned backends: one of avsync.device.DEVICE_CHOICES
     checkpoint: str | None = None  # for learned backends: checkpoint name or path (None = default)
     refine: bool = True  # sub-ms event refinement when the content allows it
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, str) or not self.backend.strip():
+            raise InputError(f"backend must be a backend name (got {self.backend!r})")
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)} (got {self.mode!r})")
+        for name in ("max_shift", "window", "window_search"):
+            _check_seconds(name, getattr(self, name))
+        if self.hop is not None:
+            _check_seconds("hop", self.hop)
+        if not is_device_spec(self.device):
+            raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)} (got {self.device!r})")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            raise InputError(f"checkpoint must be a name or a path (got {self.checkpoint!r})")
+        if not isinstance(self.refine, bool):
+            raise InputError(f"refine must be true or false (got {self.refine!r})")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise InputError(f"{name} must be a positive number of seconds (got {value!r})")
 
 
 @dataclass
@@ -163,77 +198,54 @@ class OffsetResult:
         }
 
 
+
+@dataclass(frozen=True)
+class FixPlan:
+    """How a corrected copy re-times the audio: the arguments of
+    :func:`avsync.remux.write_shifted`."""
+
+    shift_s: float  # offset to cancel at the first frame, s (+ = audio leads: the audio is delayed)
+    drift_ms_per_min: float = 0.0  # drift to cancel by resampling the audio, ms per minute; 0 = none
+
+
+def fix_plan(result: OffsetResult | None, shift_ms: float | None = None, fix_drift: bool = False) -> FixPlan:
+    """What ``--fix`` shifts the audio by, for every caller (CLI, batch).
+
+    Parameters
+    ----------
+    result : OffsetResult or None
+        The measurement; may be None only when ``shift_ms`` is given.
+    shift_ms : float, optional
+        A given offset to cancel (ms, + = audio leads) instead of the measured one; no drift.
+    fix_drift : bool
+        Also cancel the measured drift (then the shift is the offset at the first frame).
+        Without it a drifting clip gets the best constant shift: its offset at mid-clip.
+
+    Raises
+    ------
+    CannotMeasure
+        The verdict is "cannot tell" and no shift is given.
+    InputError
+        ``shift_ms`` together with ``fix_drift`` (the drift is measured, the shift given), or
+        neither a result nor a shift.
+    """
+    if shift_ms is not None:
+        if fix_drift:
+            raise InputError("a given shift and fix_drift cannot be combined (drift is measured, the shift is given)")
+        return FixPlan(shift_ms / 1000.0, 0.0)
+    if result is None:
+        raise InputError("nothing to fix by: no measurement and no shift given")
+    if result.verdict == "cannot tell":
+        raise CannotMeasure("cannot fix: the offset could not be measured with confidence "
+                            f"({result.confidence:.2f})")
+    if fix_drift:
+        return FixPlan(result.offset_s, result.drift_ms_per_min)
+    if result.verdict == "drifting":
+        return FixPlan(result.offset_at(result.duration / 2), 0.0)  # best constant shift
+    return FixPlan(result.offset_s, 0.0)
+
+
 # --------------------------------------------------------------------------- helpers
-
-
-def _probe(path: Path) -> tuple[float, float, float]:
-    """(duration s, first video frame time s, first audio time s); CannotMeasure on missing streams."""
-    import av
-
-    try:
-        c = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise InputError(f"cannot read '{path}': {e}") from None
-    with c:
-        if not c.streams.video:
-            raise CannotMeasure("cannot measure: the clip has no video stream")
-        if not c.streams.audio:
-            raise CannotMeasure("cannot measure: the clip has no audio stream")
-        dur = float(c.duration / 1e6) if c.duration else 0.0
-        v0 = _first_frame_time(c, c.streams.video[0])
-        c.seek(0)
-        a0 = _first_frame_time(c, c.streams.audio[0])
-        if v0 is None:
-            raise CannotMeasure("cannot measure: the video stream has no frames")
-        if a0 is None:
-            raise CannotMeasure("cannot measure: the audio stream decodes to nothing")
-    return dur, v0, a0
-
-
-def _decode_skipping(c: Any, stream: Any, path: Path) -> Any:
-    """Decoded frames of ``stream``; packets that fail to decode are skipped (and counted in
-    a warning), a container that stops demuxing ends the stream."""
-    import av
-
-    bad = 0
-    try:
-        for packet in c.demux(stream):
-            try:
-                yield from packet.decode()
-            except av.error.InvalidDataError:
-                bad += 1
-    except av.error.FFmpegError as exc:
-        logging.getLogger("avsync.offset").warning("%s: stopped reading early (%s)", path, exc)
-    if bad:
-        logging.getLogger("avsync.offset").warning("%s: skipped %d undecodable packet(s)", path, bad)
-
-
-def _first_frame_time(c: Any, stream: Any) -> float | None:
-    for f in _decode_skipping(c, stream, Path(c.name)):
-        return float(f.time or 0.0)
-    return None
-
-
-def _load_raw_audio(path: Path) -> tuple[np.ndarray, int, float]:
-    """Mono float32 samples, rate, and time (s) of sample 0 on the container clock."""
-    import av
-
-    with av.open(str(path)) as c:
-        s = c.streams.audio[0]
-        sr = int(s.codec_context.sample_rate or s.rate)
-        res = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        chunks: list[np.ndarray] = []
-        t0: float | None = None
-        for fr in _decode_skipping(c, s, path):
-            if t0 is None:
-                t0 = float(fr.time or 0.0)
-            for r in res.resample(fr):
-                chunks.append(r.to_ndarray().reshape(-1))
-        for r in res.resample(None):
-            chunks.append(r.to_ndarray().reshape(-1))
-    if not chunks:
-        raise CannotMeasure("cannot measure: the audio stream decodes to nothing")
-    return np.concatenate(chunks).astype(np.float32), sr, t0 or 0.0
 
 
 def _crop(sig: Signal | None, t0: float, t1: float) -> Signal | None:
@@ -423,6 +435,257 @@ def _backend(name: str, device: str, checkpoint: str | None) -> Any:
     return get_backend(name, device=device, checkpoint=checkpoint)
 
 
+# --------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class RawClip:
+    """A clip's own sound as decoded, and where its picture starts (container clock).
+
+    Attributes
+    ----------
+    samples : ndarray, shape (S,), float32
+        Mono, at ``rate``.
+    rate : int
+    audio_start : float
+        Time (s) of ``samples[0]``.
+    video_start : float
+        Time (s) of the first video frame (picture time 0).
+    """
+
+    samples: np.ndarray
+    rate: int
+    audio_start: float
+    video_start: float
+
+
+def read_clip(path: Path) -> RawClip:
+    """Stage 1: probe the streams and load the raw audio, refusing what cannot be measured.
+
+    Raises
+    ------
+    InputError
+        Unreadable file.
+    CannotMeasure
+        No video or audio stream, nothing decodes, shorter than :data:`MIN_DURATION`, silent.
+    """
+    from avsync import media
+
+    st = media.stream_starts(path)
+    if not st.has_video:
+        raise CannotMeasure("cannot measure: the clip has no video stream")
+    if not st.has_audio:
+        raise CannotMeasure("cannot measure: the clip has no audio stream")
+    if st.video is None:
+        raise CannotMeasure("cannot measure: the video stream has no frames")
+    if st.audio is None:
+        raise CannotMeasure("cannot measure: the audio stream decodes to nothing")
+    if 0 < st.duration < MIN_DURATION:
+        raise CannotMeasure(
+            f"cannot measure: the clip is {st.duration:.2f} s long (need at least {MIN_DURATION:g} s)")
+    x, sr, a0 = media.load_raw_audio(path)
+    if len(x) == 0:
+        raise CannotMeasure("cannot measure: the audio stream decodes to nothing")
+    if len(x) / sr < MIN_DURATION:
+        raise CannotMeasure(
+            f"cannot measure: the audio is {len(x) / sr:.2f} s long (need at least {MIN_DURATION:g} s)")
+    if float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < SILENCE_RMS:
+        raise CannotMeasure("cannot measure: the audio is silent")
+    return RawClip(x, sr, a0, st.video)
+
+
+def extract_features(path: Path, mode: str, progress: Progress | None = None) -> tuple[Any, Any, float]:
+    """Stage 2: audio and visual features of the clip, and the picture's duration (s).
+
+    Raises
+    ------
+    CannotMeasure
+        The picture is too short or does not change, or the audio has no events.
+    """
+    from avsync.features.extract import extract_audio, extract_visual
+
+    afeat = extract_audio(path)
+    vfeat = extract_visual(path, mode=mode, progress=progress)
+    venv = vfeat.envelope
+    vdur = len(venv) / venv.rate
+    if vdur < MIN_DURATION:
+        raise CannotMeasure(f"cannot measure: the picture is {vdur:.2f} s long (need at least {MIN_DURATION:g} s)")
+    if not np.any(np.abs(np.asarray(vfeat.grid.values)) > 1e-6) and np.ptp(venv.values) <= 1e-9:
+        raise CannotMeasure("cannot measure: the picture does not change")
+    if np.ptp(afeat.onset.values) <= 1e-9 and np.ptp(afeat.speech.values) <= 1e-9:
+        raise CannotMeasure("cannot measure: the audio has no events (flat envelope)")
+    return afeat, vfeat, vdur
+
+
+def search_range(max_shift: float, picture_duration: float) -> float:
+    """The ± search range actually used (s): ``max_shift``, but within the picture less 1 s."""
+    return float(min(max_shift, max(0.5, picture_duration - 1.0)))
+
+
+def global_offset(backend: Any, afeat: Any, vfeat: Any, max_shift: float) -> tuple[float, float]:
+    """Stage 3: (offset s, backend confidence in [0, 1]) over the whole range at once."""
+    glob = backend.offset(afeat, vfeat, max_shift)
+    return float(glob.seconds), float(np.clip(glob.confidence, 0.0, 1.0))
+
+
+def fold_period(offset: float, venv: Signal, max_shift: float) -> tuple[float, float | None, str]:
+    """Stage 4: periodic picture: offsets are ambiguous modulo the period; take the smallest.
+
+    Returns
+    -------
+    (offset s, period s or None, note — empty when nothing was folded)
+    """
+    period = _period(venv.values[:, 0], venv.rate, 2 * max_shift)
+    if period is None or period > 2 * max_shift:
+        return offset, period, ""
+    k = round(offset / period)
+    offset -= k * period
+    return offset, period, (f"the picture repeats every {period:.3g} s: offsets are ambiguous modulo that "
+                            "period; reported the candidate nearest zero")
+
+
+def measure_windows(backend: Any, afeat: Any, vfeat: Any, offset: float, picture_duration: float,
+                    max_shift: float, opts: OffsetOptions, progress: Progress | None = None) -> list[Window]:
+    """Stage 5: per-window offsets: the residual around ``offset`` in each drift window."""
+    hop = opts.hop if opts.hop else opts.window / 2
+    windows: list[Window] = []
+    search = float(min(opts.window_search, max_shift, opts.window / 3))
+    for s in _window_starts(picture_duration, opts.window, hop):
+        e = s + opts.window
+        aw = _crop_audio(afeat, s - offset, e - offset)
+        vw = _crop_visual(vfeat, s, e)
+        try:
+            r = backend.offset(aw, vw, search)
+        except CannotMeasure:
+            continue
+        windows.append((s, offset + float(r.seconds), float(np.clip(r.confidence, 0.0, 1.0))))
+        if progress is not None:
+            progress("windows", len(windows), None)
+    return windows
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The offset model between stages: ``offset(t) = offset0 + drift * t`` (t = picture s).
+
+    Attributes
+    ----------
+    offset : float
+        The clip's offset, s (+ = audio leads).
+    offset0 : float
+        Offset at the first frame under the drift line, s.
+    drift, drift_se : float
+        Slope (s per s) and its standard error (inf when no line was fitted).
+    drift_significant : bool
+    confidence : float
+    windows : tuple of (start s, offset s, confidence)
+    method : str
+        'correlation' or 'events'.
+    notes : tuple of str
+    """
+
+    offset: float
+    offset0: float
+    drift: float
+    drift_se: float
+    drift_significant: bool
+    confidence: float
+    windows: tuple[Window, ...]
+    method: str = "correlation"
+    notes: tuple[str, ...] = ()
+
+
+def fit_windows(windows: list[Window], offset: float, fps: float, window: float, bconf: float,
+                periodic: bool) -> tuple[Estimate, float]:
+    """Stage 6: window agreement, the drift line through the windows, the confidence.
+
+    Returns
+    -------
+    (estimate, agreement in [0, 1])
+    """
+    agreement = 1.0
+    drift = 0.0  # seconds per second
+    drift_se = float("inf")
+    offset0 = offset  # offset at t = 0
+    if len(windows) >= 2:
+        ws = np.array([w[0] for w in windows]) + window / 2
+        wo = np.array([w[1] for w in windows])
+        wc = np.array([w[2] for w in windows]) + 1e-3
+        tol = max(1.5 / fps, 0.06)
+        agreement = float((wc * (np.abs(wo - offset) <= tol)).sum() / wc.sum())
+        good = np.abs(wo - np.median(wo)) <= max(3 * tol, 0.2)
+        if good.sum() >= 3:
+            a, b, se = _weighted_line(ws[good], wo[good], wc[good])
+            drift, drift_se, offset0 = b, se, a
+    confidence = math.sqrt(bconf) * agreement
+    if periodic:
+        confidence = min(confidence, PERIODIC_CONF_CAP)
+    significant = (
+        math.isfinite(drift_se) and abs(drift) > 3 * drift_se and abs(drift) * 60000 >= DRIFT_MS_PER_MIN
+    )
+    return Estimate(offset, offset0, drift, drift_se, significant, confidence, tuple(windows)), agreement
+
+
+def refine_with_events(est: Estimate, clip: RawClip, venv: Signal, fps: float, picture_duration: float,
+                       periodic: bool) -> Estimate:
+    """Stage 7: the sub-ms event timing, when the clip has flash/beep events that agree with
+    ``est`` (see the module docstring); otherwise ``est`` unchanged."""
+    ref = _refine_events(clip.samples, clip.rate, clip.audio_start, clip.video_start, venv, fps, est.offset)
+    if ref is None or not abs(ref["offset"] - est.offset) <= 1.5 / fps + abs(ref["drift"]) * picture_duration:
+        return est
+    refined = ref["mean"] if ref["drift"] != 0.0 else ref["offset"]
+    windows = est.windows
+    # The envelope correlation's bias (onset-detector latency, frame quantisation) is the
+    # same in every window: correct the windows by what the events measured for the clip.
+    if windows:
+        shift = refined - float(np.median([o for _, o, _ in windows]))
+        windows = tuple((s, o + shift, c) for s, o, c in windows)
+    if ref["drift"] != 0.0:
+        drift, offset0 = ref["drift"], ref["offset"]
+        significant = abs(drift) * 60000 >= DRIFT_MS_PER_MIN
+    else:
+        drift, offset0, significant = 0.0, ref["offset"], est.drift_significant
+    # Periodic: sub-ms agreement of every event is certain modulo the period, no more.
+    confidence = PERIODIC_CONF_CAP if periodic else est.confidence
+    if not windows:
+        windows = ((0.0, refined, confidence),)
+    return dataclasses.replace(
+        est, offset=refined, offset0=offset0, drift=drift, drift_significant=significant,
+        confidence=confidence, windows=windows, method="events",
+        notes=(*est.notes, f"timed on {int(ref['n'])} sharp flash/beep events (sub-ms)"),
+    )
+
+
+def judge(est: Estimate, picture_duration: float) -> tuple[str, Estimate, bool]:
+    """Stage 8: the verdict, the reported offset (at the first frame when it drifts) and
+    whether the clip stays inside the ITU window.
+
+    Returns
+    -------
+    (verdict, final estimate — its ``offset`` is the reported one —, in_sync)
+    """
+    if est.confidence < CONFIDENT:
+        verdict = "cannot tell"
+    elif est.drift_significant:
+        verdict = "drifting"
+    else:
+        verdict = "in sync" if in_itu_window(est.offset) else "constant offset"
+    notes, drift = est.notes, est.drift
+    if verdict == "drifting" or (est.method == "events" and est.drift != 0.0):
+        reported = est.offset0
+        end = est.offset0 + est.drift * picture_duration
+        inside = bool(in_itu_window(reported)) and bool(in_itu_window(end))
+        notes = (*notes, f"offset drifts from {reported * 1000:+.0f} ms at the start to {end * 1000:+.0f} ms")
+    else:
+        reported = est.offset
+        inside = bool(in_itu_window(reported))
+        if not est.drift_significant:
+            drift = drift if math.isfinite(est.drift_se) else 0.0
+    windows = est.windows or ((0.0, reported, est.confidence),)
+    final = dataclasses.replace(est, offset=reported, drift=drift, windows=windows, notes=notes)
+    return verdict, final, bool(inside and verdict != "cannot tell")
+
+
 # --------------------------------------------------------------------------- main entry
 
 
@@ -446,160 +709,48 @@ def detect_offset(
     Raises
     ------
     InputError
-        Missing or unreadable file, bad options.
+        Missing or unreadable file, unknown backend.
     CannotMeasure
         No audio stream, silent audio, no picture change, shorter than ``MIN_DURATION``.
     """
-    from avsync.features.extract import extract_audio, extract_visual
-
     p = Path(path)
     if not p.is_file():
         raise InputError(f"no such file: '{path}'")
-    if not opts.max_shift > 0:
-        raise InputError("--max-shift must be positive")
-    if not opts.window > 0:
-        raise InputError("--window must be positive")
-    dur, v0, a0_probe = _probe(p)
-    if 0 < dur < MIN_DURATION:
-        raise CannotMeasure(f"cannot measure: the clip is {dur:.2f} s long (need at least {MIN_DURATION:g} s)")
-
-    x, sr, a0 = _load_raw_audio(p)
-    if len(x) / sr < MIN_DURATION:
-        raise CannotMeasure(
-            f"cannot measure: the audio is {len(x) / sr:.2f} s long (need at least {MIN_DURATION:g} s)")
-    if float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < SILENCE_RMS:
-        raise CannotMeasure("cannot measure: the audio is silent")
-
+    clip = read_clip(p)
     backend = _backend(opts.backend, opts.device, opts.checkpoint)
-    afeat = extract_audio(p)
-    vfeat = extract_visual(p, mode=opts.mode, progress=progress)
+    afeat, vfeat, vdur = extract_features(p, opts.mode, progress)
     fps = float(vfeat.fps)
-    venv = vfeat.envelope
-    vdur = len(venv) / venv.rate
-    if vdur < MIN_DURATION:
-        raise CannotMeasure(f"cannot measure: the picture is {vdur:.2f} s long (need at least {MIN_DURATION:g} s)")
-    if not np.any(np.abs(np.asarray(vfeat.grid.values)) > 1e-6) and np.ptp(venv.values) <= 1e-9:
-        raise CannotMeasure("cannot measure: the picture does not change")
-    if np.ptp(afeat.onset.values) <= 1e-9 and np.ptp(afeat.speech.values) <= 1e-9:
-        raise CannotMeasure("cannot measure: the audio has no events (flat envelope)")
-
-    max_shift = float(min(opts.max_shift, max(0.5, vdur - 1.0)))
-    glob = backend.offset(afeat, vfeat, max_shift)
-    off, bconf = float(glob.seconds), float(np.clip(glob.confidence, 0.0, 1.0))
-    notes = [vfeat.note] if vfeat.note else []
-
-    # Periodic content: offsets are ambiguous modulo the period; take the smallest candidate.
-    period = _period(venv.values[:, 0], venv.rate, 2 * max_shift)
-    if period is not None and period <= 2 * max_shift:
-        k = round(off / period)
-        off -= k * period
-        notes.append(
-            f"the picture repeats every {period:.3g} s: offsets are ambiguous modulo that period; "
-            "reported the candidate nearest zero")
-
-    # Sliding windows: residual around the global offset.
-    hop = opts.hop if opts.hop else opts.window / 2
-    windows: list[tuple[float, float, float]] = []
-    search = float(min(opts.window_search, max_shift, opts.window / 3))
-    for s in _window_starts(vdur, opts.window, hop):
-        e = s + opts.window
-        aw = _crop_audio(afeat, s - off, e - off)
-        vw = _crop_visual(vfeat, s, e)
-        try:
-            r = backend.offset(aw, vw, search)
-        except CannotMeasure:
-            continue
-        windows.append((s, off + float(r.seconds), float(np.clip(r.confidence, 0.0, 1.0))))
-        if progress is not None:
-            progress("windows", len(windows), None)
-
-    agreement = 1.0
-    drift = 0.0  # seconds per second
-    drift_se = float("inf")
-    offset0 = off  # offset at t = 0
-    if len(windows) >= 2:
-        ws = np.array([w[0] for w in windows]) + opts.window / 2
-        wo = np.array([w[1] for w in windows])
-        wc = np.array([w[2] for w in windows]) + 1e-3
-        tol = max(1.5 / fps, 0.06)
-        agreement = float((wc * (np.abs(wo - off) <= tol)).sum() / wc.sum())
-        good = np.abs(wo - np.median(wo)) <= max(3 * tol, 0.2)
-        if good.sum() >= 3:
-            a, b, se = _weighted_line(ws[good], wo[good], wc[good])
-            drift, drift_se, offset0 = b, se, a
-    confidence = math.sqrt(bconf) * agreement
-    if period is not None:
-        confidence = min(confidence, PERIODIC_CONF_CAP)
-
-    method = "correlation"
-    drift_significant = (
-        math.isfinite(drift_se) and abs(drift) > 3 * drift_se and abs(drift) * 60000 >= DRIFT_MS_PER_MIN
-    )
-    ref = None
+    max_shift = search_range(opts.max_shift, vdur)
+    off, bconf = global_offset(backend, afeat, vfeat, max_shift)
+    off, period, period_note = fold_period(off, vfeat.envelope, max_shift)
+    windows = measure_windows(backend, afeat, vfeat, off, vdur, max_shift, opts, progress)
+    est, agreement = fit_windows(windows, off, fps, opts.window, bconf, period is not None)
+    est = dataclasses.replace(est, notes=tuple(n for n in (vfeat.note, period_note) if n))
     if opts.refine:
-        ref = _refine_events(x, sr, a0, v0, venv, fps, off)
-    if ref is not None and abs(ref["offset"] - off) <= 1.5 / fps + abs(ref["drift"]) * vdur:
-        method = "events"
-        notes.append(f"timed on {int(ref['n'])} sharp flash/beep events (sub-ms)")
-        refined = ref["mean"] if ref["drift"] != 0.0 else ref["offset"]
-        # The envelope correlation's bias (onset-detector latency, frame quantisation) is the
-        # same in every window: correct the windows by what the events measured for the clip.
-        if windows:
-            shift = refined - float(np.median([o for _, o, _ in windows]))
-            windows = [(s, o + shift, c) for s, o, c in windows]
-        off = refined
-        if ref["drift"] != 0.0:
-            drift, offset0 = ref["drift"], ref["offset"]
-            drift_significant = abs(drift) * 60000 >= DRIFT_MS_PER_MIN
-        else:
-            drift, offset0 = 0.0, ref["offset"]
-        if period is not None:
-            # Sub-ms agreement of every event: certain modulo the period, no more.
-            confidence = PERIODIC_CONF_CAP
-        if not windows:
-            windows = [(0.0, off, confidence)]
-
-    if confidence < CONFIDENT:
-        verdict = "cannot tell"
-    elif drift_significant:
-        verdict = "drifting"
-    else:
-        verdict = "in sync" if in_itu_window(off) else "constant offset"
-
-    if verdict == "drifting" or (method == "events" and drift != 0.0):
-        reported = offset0
-        end = offset0 + drift * vdur
-        inside = bool(in_itu_window(reported)) and bool(in_itu_window(end))
-        notes.append(f"offset drifts from {reported * 1000:+.0f} ms at the start to {end * 1000:+.0f} ms")
-    else:
-        reported = off
-        inside = bool(in_itu_window(reported))
-        if not drift_significant:
-            drift = drift if math.isfinite(drift_se) else 0.0
-    if not windows:
-        windows = [(0.0, reported, confidence)]
+        est = refine_with_events(est, clip, vfeat.envelope, fps, vdur, period is not None)
+    verdict, est, in_sync = judge(est, vdur)
     return OffsetResult(
         file=str(path),
-        offset_s=float(reported),
-        offset_frames=float(reported * fps),
+        offset_s=float(est.offset),
+        offset_frames=float(est.offset * fps),
         fps=fps,
-        confidence=float(round(confidence, 6)),
-        in_sync=bool(inside and verdict != "cannot tell"),
-        drift_ms_per_min=float(drift * 60000),
+        confidence=float(round(est.confidence, 6)),
+        in_sync=in_sync,
+        drift_ms_per_min=float(est.drift * 60000),
         verdict=verdict,
-        windows=windows,
+        windows=list(est.windows),
         backend=opts.backend,
         mode=vfeat.mode,
-        note="; ".join(n for n in notes if n),
-        method=method,
+        note="; ".join(n for n in est.notes if n),
+        method=est.method,
         duration=float(vdur),
         extra={
             "visual_kind": vfeat.kind,
             "backend_confidence": round(bconf, 4),
             "window_agreement": round(agreement, 4),
             "period_s": period,
-            "drift_stderr_ms_per_min": None if not math.isfinite(drift_se) else round(drift_se * 60000, 3),
-            "words": _words(reported),
+            "drift_stderr_ms_per_min": None if not math.isfinite(est.drift_se) else round(est.drift_se * 60000, 3),
+            "words": _words(est.offset),
         },
     )
 

@@ -1,11 +1,20 @@
-"""Small atomic writers for the evidence files (JSON maps, PNG plots)."""
+"""The one atomic writer (temp file beside the destination, then rename) and output checks.
+
+Every file avsync writes goes through :func:`atomic_path` (directly, or via
+:func:`write_atomic` / :func:`write_json` / :func:`avsync.media.atomic_output`): the data is
+written to ``.<stem>.<random><suffix>`` in the destination's directory and renamed onto the
+destination only once complete, so a reader never sees a partial file and a failure (or
+Ctrl-C) leaves nothing behind. ``avsync.batch`` relies on that temp-name pattern to clean up
+after a killed worker.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +38,71 @@ def check_output(path: str | os.PathLike[str] | None, overwrite: bool) -> None:
         raise OutputError(f"output directory '{parent}' is not writable")
 
 
-def commit(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
-    """Give ``tmp`` the mode open() would have given it (mkstemp makes 0600), then rename it
-    onto ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+def commit(tmp: str | os.PathLike[str], path: str | os.PathLike[str], mode: int | None = None) -> None:
+    """Give ``tmp`` its final permissions, then rename it onto ``path``.
+
+    ``mode=None``: the mode open() would have given it (``0o666`` minus the umask; mkstemp
+    makes 0600). Otherwise exactly ``mode`` (e.g. ``0o644`` for published files, ``0o600``
+    for private ones).
+    """
+    if mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path``; no partial file on failure."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
+                mode: int | None = None) -> Iterator[str]:
+    """Yield a temp path beside ``path``; on success :func:`commit` it onto ``path``.
+
+    Parameters
+    ----------
+    path
+        Destination. Its directory must exist.
+    suffix
+        Ending of the temp name (default: ``path``'s suffix, so writers that pick a format
+        from the extension still do; ``.tmp`` when it has none). The temp name is
+        ``.<stem>.<random><suffix>``.
+    mode
+        Final permissions, see :func:`commit`.
+
+    The temp file is removed on any failure, including KeyboardInterrupt.
+    """
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=p.suffix or ".tmp", dir=p.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=suffix or p.suffix or ".tmp",
+                               dir=p.parent if str(p.parent) else ".")
     os.close(fd)
     try:
-        write(tmp)
-        commit(tmp, p)
+        yield tmp
+        commit(tmp, p, mode)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None], *,
+                 suffix: str | None = None, mode: int | None = None) -> None:
+    """Call ``write(tmp_path)`` then rename the temp file onto ``path``; no partial file on failure.
+
+    ``suffix`` and ``mode`` as in :func:`atomic_path`.
+    """
+    with atomic_path(path, suffix=suffix, mode=mode) as tmp:
+        write(tmp)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 1, mode: int | None = None) -> None:
+    """Write ``obj`` as JSON (numpy values converted) plus a newline, atomically."""
+
     def _w(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, default=_default)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent, default=_default)
             f.write("\n")
 
-    write_atomic(path, _w)
+    write_atomic(path, _w, mode=mode)
 
 
 def _default(o: Any) -> Any:

@@ -73,6 +73,31 @@ def write_shifted(
     import av
 
     src_p, out_p = Path(src), Path(out)
+    _check_request(src, out, shift_s, drift_ms_per_min, overwrite)
+    fmt = _CONTAINER_FORMAT[out_p.suffix.lower()]
+    rate = drift_ms_per_min / 60000.0
+    try:
+        inp = av.open(str(src_p))
+    except (av.error.FFmpegError, OSError) as e:
+        raise InputError(f"cannot read '{src}': {e}") from None
+    with inp:
+        vin, ain = _copyable_streams(inp, src, fmt)
+        copy_audio = abs(shift_s) < 1e-9 and rate == 0.0
+        retimed = None if copy_audio else _retimed_audio(inp, ain, src_p, shift_s, rate)
+        inp.seek(0)
+        info: dict[str, object] = {"audio": "copied"}
+        try:
+            write_atomic(out_p, lambda tmp: info.update(_mux(tmp, fmt, inp, vin, ain, retimed)))
+        except av.error.FFmpegError as e:
+            raise OutputError(f"cannot write '{out}': {e}") from None
+    info.update({"video": "copied", "shift_s": float(shift_s), "drift_ms_per_min": float(drift_ms_per_min)})
+    return info
+
+
+def _check_request(src: str | os.PathLike[str], out: str | os.PathLike[str], shift_s: float,
+                   drift_ms_per_min: float, overwrite: bool) -> None:
+    """Refuse a bad request before the input is opened."""
+    src_p, out_p = Path(src), Path(out)
     if not src_p.is_file():
         raise InputError(f"no such file: '{src}'")
     if out_p.resolve() == src_p.resolve():
@@ -83,67 +108,65 @@ def write_shifted(
         raise OutputError(f"unsupported output type '{ext or out_p.name}' (use .mp4, .mov, .mkv or .avi)")
     if not np.isfinite(shift_s) or not np.isfinite(drift_ms_per_min):
         raise InputError("shift and drift must be finite numbers")
-    rate = drift_ms_per_min / 60000.0
-    if abs(rate) >= 0.1:
+    if abs(drift_ms_per_min / 60000.0) >= 0.1:
         raise InputError(f"drift of {drift_ms_per_min:.0f} ms/min is too large to correct")
 
-    try:
-        inp = av.open(str(src_p))
-    except (av.error.FFmpegError, OSError) as e:
-        raise InputError(f"cannot read '{src}': {e}") from None
-    with inp:
-        if not inp.streams.video:
-            raise InputError(f"'{src}' has no video stream")
-        if not inp.streams.audio:
-            raise InputError(f"'{src}' has no audio stream")
-        vin, ain = inp.streams.video[0], inp.streams.audio[0]
-        extradata = vin.codec_context.extradata or b""
-        if (_CONTAINER_FORMAT[ext] == "avi" and vin.codec_context.name in ("h264", "hevc")
-                and extradata[:1] == b"\x01"):
-            # Length-prefixed H.264/HEVC (mp4, mov, mkv) is not valid in AVI, and converting it
-            # left the copy's timing a few ms off in our tests: refuse rather than mistime.
-            raise OutputError(f"cannot copy this {vin.codec_context.name.upper()} video into .avi; "
-                              "write .mp4, .mkv or .mov instead")
-        copy_audio = abs(shift_s) < 1e-9 and rate == 0.0
-        info: dict[str, object] = {"audio": "copied"}
-        if not copy_audio:
-            samples, sr, a0, layout = _decode_audio(inp, ain)
-            # The re-timed sound starts at time 0 (silence up to the first frame) in every
-            # container. AVI has no audio start time at all (started at the first frame's time,
-            # the sound came out 80 ms early); in mp4/mov from an AVI source whose first frame
-            # is at 80 ms, starting at 0 re-measures 0.0 ms, starting at the frame 0.8 ms.
-            v0 = 0.0
-            first = _first_video_time(src_p) if rate else 0.0  # the drift's t = 0
-            retimed = _retime(samples, sr, a0, v0, shift_s, rate, first)
-        inp.seek(0)
 
-        def _write(tmp: str) -> None:
-            with av.open(tmp, "w", format=_CONTAINER_FORMAT[ext]) as outc:
-                vout = outc.add_stream_from_template(vin)
-                if copy_audio:
-                    aout = outc.add_stream_from_template(ain)
-                    for pkt in inp.demux(vin, ain):
-                        if pkt.dts is None:
-                            continue
-                        pkt.stream = vout if pkt.stream.index == vin.index else aout
-                        outc.mux(pkt)
-                    return
-                codec, aout = _add_audio_stream(outc, ain.codec_context.name, sr, layout)
-                info["audio"] = f"re-encoded ({codec})"
-                # Video first (copied as-is), then the audio; the muxer interleaves.
-                for pkt in inp.demux(vin):
-                    if pkt.dts is None:
-                        continue
-                    pkt.stream = vout
-                    outc.mux(pkt)
-                _encode_audio(outc, aout, retimed, sr, layout, start=v0)
+def _copyable_streams(inp, src: str | os.PathLike[str], fmt: str):  # type: ignore[no-untyped-def]
+    """The first video and audio streams, when the video can be copied into ``fmt``."""
+    if not inp.streams.video:
+        raise InputError(f"'{src}' has no video stream")
+    if not inp.streams.audio:
+        raise InputError(f"'{src}' has no audio stream")
+    vin, ain = inp.streams.video[0], inp.streams.audio[0]
+    extradata = vin.codec_context.extradata or b""
+    if fmt == "avi" and vin.codec_context.name in ("h264", "hevc") and extradata[:1] == b"\x01":
+        # Length-prefixed H.264/HEVC (mp4, mov, mkv) is not valid in AVI, and converting it
+        # left the copy's timing a few ms off in our tests: refuse rather than mistime.
+        raise OutputError(f"cannot copy this {vin.codec_context.name.upper()} video into .avi; "
+                          "write .mp4, .mkv or .mov instead")
+    return vin, ain
 
-        try:
-            write_atomic(out_p, _write)
-        except av.error.FFmpegError as e:
-            raise OutputError(f"cannot write '{out}': {e}") from None
-    info.update({"video": "copied", "shift_s": float(shift_s), "drift_ms_per_min": float(drift_ms_per_min)})
-    return info
+
+def _retimed_audio(inp, ain, src: Path, shift_s: float, rate: float):  # type: ignore[no-untyped-def]
+    """The input audio decoded and re-timed: (samples (C, M), rate, layout); sample 0 at time 0."""
+    samples, sr, a0, layout = _decode_audio(inp, ain)
+    # The re-timed sound starts at time 0 (silence up to the first frame) in every
+    # container. AVI has no audio start time at all (started at the first frame's time,
+    # the sound came out 80 ms early); in mp4/mov from an AVI source whose first frame
+    # is at 80 ms, starting at 0 re-measures 0.0 ms, starting at the frame 0.8 ms.
+    first = _first_video_time(src) if rate else 0.0  # the drift's t = 0
+    return _retime(samples, sr, a0, _AUDIO_START, shift_s, rate, first), sr, layout
+
+
+_AUDIO_START = 0.0  # output time (s) of the re-timed audio's first sample
+
+
+def _mux(tmp: str, fmt: str, inp, vin, ain, retimed) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Write the output container: video packets copied, audio copied (``retimed`` None) or
+    encoded from ``retimed`` = (samples, rate, layout). Returns what happened to the audio."""
+    import av
+
+    with av.open(tmp, "w", format=fmt) as outc:
+        vout = outc.add_stream_from_template(vin)
+        if retimed is None:
+            aout = outc.add_stream_from_template(ain)
+            for pkt in inp.demux(vin, ain):
+                if pkt.dts is None:
+                    continue
+                pkt.stream = vout if pkt.stream.index == vin.index else aout
+                outc.mux(pkt)
+            return {"audio": "copied"}
+        samples, sr, layout = retimed
+        codec, aout = _add_audio_stream(outc, ain.codec_context.name, sr, layout)
+        # Video first (copied as-is), then the audio; the muxer interleaves.
+        for pkt in inp.demux(vin):
+            if pkt.dts is None:
+                continue
+            pkt.stream = vout
+            outc.mux(pkt)
+        _encode_audio(outc, aout, samples, sr, layout, start=_AUDIO_START)
+    return {"audio": f"re-encoded ({codec})"}
 
 
 def _first_video_time(path: Path) -> float:

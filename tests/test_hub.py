@@ -6,7 +6,9 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import socket
+import stat
 import threading
 from pathlib import Path
 
@@ -72,7 +74,7 @@ def env(tmp_path, monkeypatch):
         "url": f"{server.url}/tiny-linear.pt",
         "sha256": _sha(ckpt),
         "size": ckpt.stat().st_size,
-        "card": "models/tiny-linear.md",
+        "card": "model_cards/tiny-linear.md",
         "description": "test",
         "data": "nothing",
         "bundled": None,
@@ -262,19 +264,44 @@ def test_save_checkpoint_converts_plain_values(tmp_path):
     assert not (tmp_path / "n.pt").exists()
 
 
-def test_register_checkpoint(env, tmp_path):
+def test_register_checkpoint(env, tmp_path, cli):
     reg = tmp_path / "new" / "registry.json"
     entry = hub.register_checkpoint(
-        env["ckpt"], "mine", "alignnet", "models/mine.md", data="my clips", bundle=True, registry=reg
+        env["ckpt"], "mine", "alignnet", "model_cards/mine.md", data="my clips", bundle=True, registry=reg
     )
     assert entry["sha256"] == env["entry"]["sha256"] and entry["bundled"] == "mine.pt"
     assert json.loads(reg.read_text()) == [entry]
     assert hub.resolve("mine", registry=reg) == reg.parent / "mine.pt"
-    assert hub.register_main([str(env["ckpt"]), "--name", "two", "--backend", "alignnet",
-                              "--card", "models/two.md", "--registry", str(reg)]) == 0
+    r = cli("models", "register", str(env["ckpt"]), "--name", "two", "--backend", "alignnet",
+            "--card", "model_cards/two.md", "--registry", str(reg))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["name"] == "two"
     assert [e["name"] for e in hub.load_registry(reg)] == ["mine", "two"]
     with pytest.raises(ModelError, match="not 'syncnet'"):
-        hub.register_checkpoint(env["ckpt"], "x", "syncnet", "models/x.md", registry=reg)
+        hub.register_checkpoint(env["ckpt"], "x", "syncnet", "model_cards/x.md", registry=reg)
+    r = cli("models", "register", str(env["ckpt"]), "--name", "x", "--backend", "syncnet",
+            "--card", "model_cards/x.md", "--registry", str(reg))
+    assert r.exit_code == 1 and r.stderr.startswith("avsync: error: ") and "not 'syncnet'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert [e["name"] for e in hub.load_registry(reg)] == ["mine", "two"]
+
+
+def test_published_files_are_world_readable(env, tmp_path):
+    """Checkpoints, bundled copies and the registry are 0644 whatever the umask; no temp file
+    is left beside them."""
+    old = os.umask(0o077)
+    try:
+        saved = hub.save_checkpoint(tmp_path / "out" / "s.pt", "alignnet", {}, {}, {}, {})
+        reg = tmp_path / "reg" / "registry.json"
+        hub.register_checkpoint(env["ckpt"], "mine", "alignnet", "model_cards/mine.md", bundle=True, registry=reg)
+        fetched = hub.fetch("tiny-linear")
+    finally:
+        os.umask(old)
+    for p in (saved, reg, reg.parent / "mine.pt", fetched):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+    assert _leftovers(saved.parent) == ["s.pt"]
+    assert _leftovers(reg.parent) == ["mine.pt", "registry.json"]
+    assert _leftovers(fetched.parent) == ["tiny-linear.pt"]
 
 
 def test_bad_registry_is_model_error(tmp_path):
@@ -301,7 +328,9 @@ def test_package_registry_is_valid():
     assert isinstance(entries, list)
     for e in entries:
         if e["bundled"]:
-            assert (hub.PACKAGE_MODELS_DIR / e["bundled"]).is_file()
+            assert (hub.CHECKPOINTS_DIR / e["bundled"]).is_file()
+        if e["card"]:
+            assert (Path(__file__).resolve().parents[1] / e["card"]).is_file(), e["card"]
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -139,6 +139,48 @@ def test_load_audio_without_audio(files):
         media.load_audio(files["noaudio"])
 
 
+def test_stream_starts(files):
+    s = media.stream_starts(files["late"])
+    assert s.has_video and s.has_audio and s.video == pytest.approx(0.0, abs=1e-6)
+    assert s.audio == pytest.approx(0.5 - 1024 / SR, abs=0.002)  # one AAC priming frame early
+    assert s.duration == pytest.approx(2.0, abs=0.05)
+    n = media.stream_starts(files["noaudio"])
+    assert n.has_video and not n.has_audio and n.audio is None and n.video is not None
+
+
+def test_load_raw_audio_is_not_placed_on_the_video_clock(files):
+    """Raw samples: the stream's own rate, sample 0 at the audio's own start (no padding)."""
+    x, sr, t0 = media.load_raw_audio(files["late"])
+    assert x.dtype == np.float32 and x.ndim == 1 and sr == SR
+    assert t0 == pytest.approx(media.stream_starts(files["late"]).audio)
+    assert 1.5 + 1024 / SR - 0.002 <= x.size / sr <= 1.5 + 3 * 1024 / SR  # priming and end padding kept
+    placed = media.load_audio(files["late"], SR)
+    k = int(round(t0 * SR))
+    np.testing.assert_allclose(placed[k:k + x.size][: placed.size - k], x[: placed.size - k], atol=1e-4)
+    with pytest.raises(InputError, match="no audio stream in"):
+        media.load_raw_audio(files["noaudio"])
+
+
+def test_write_atomic_modes(tmp_path):
+    """Default: what open() would give (umask); ``mode=``: exactly that; nothing left on failure."""
+    from avsync.outputs import write_atomic, write_json
+
+    old = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "a.bin", lambda t: Path(t).write_bytes(b"a"))
+        write_atomic(tmp_path / "b.bin", lambda t: Path(t).write_bytes(b"b"), mode=0o644)
+        write_json(tmp_path / "c.json", {"x": np.float32(0.5)}, mode=0o600)
+        with pytest.raises(ZeroDivisionError):
+            write_atomic(tmp_path / "d.bin", lambda t: Path(t).write_bytes(b"d") and 1 / 0)
+    finally:
+        os.umask(old)
+    assert oct(os.stat(tmp_path / "a.bin").st_mode & 0o777) == oct(0o640)
+    assert oct(os.stat(tmp_path / "b.bin").st_mode & 0o777) == oct(0o644)
+    assert oct(os.stat(tmp_path / "c.json").st_mode & 0o777) == oct(0o600)
+    assert (tmp_path / "c.json").read_text() == '{\n "x": 0.5\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "c.json"]
+
+
 def _bad_inputs(tmp: Path, files) -> dict[str, str]:
     (tmp / "text.mp4").write_text("this is not a video\n" * 50)
     (tmp / "empty.mp4").write_bytes(b"")
@@ -150,7 +192,8 @@ def _bad_inputs(tmp: Path, files) -> dict[str, str]:
 
 @pytest.mark.parametrize("kind", ["missing", "dir", "text", "empty", "trunc"])
 @pytest.mark.parametrize("fn", [media.probe, media.frame_times, media.load_audio,
-                                lambda p: next(iter(media.iter_frames(p)))])
+                                lambda p: next(iter(media.iter_frames(p))), media.stream_starts,
+                                media.load_raw_audio])
 def test_bad_inputs_one_line(tmp_path, files, kind, fn):
     p = _bad_inputs(tmp_path, files)[kind]
     with pytest.raises(InputError) as ei:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,12 +14,17 @@ import pytest
 
 from avsync.errors import CannotMeasure, InputError
 from avsync.offset import (
+    FixPlan,
     OffsetOptions,
+    OffsetResult,
     _crop,
     _period,
     _weighted_line,
     _window_starts,
     detect_offset,
+    fit_windows,
+    fix_plan,
+    judge,
 )
 from avsync.types import Signal
 
@@ -93,6 +99,119 @@ def test_window_starts_cover_the_clip() -> None:
     assert _window_starts(12.0, 10.0, 5.0) == []
     st = _window_starts(60.0, 10.0, 5.0)
     assert st[0] == 0 and st[-1] + 10.0 == pytest.approx(60.0) and len(st) == 11
+
+
+# ----------------------------------------------------------------------------- options, stages, fix policy
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("max_shift", float("inf"), "max_shift must be a positive number of seconds (got inf)"),
+    ("max_shift", 0.0, "max_shift must be a positive number of seconds (got 0.0)"),
+    ("max_shift", -1, "max_shift must be a positive number of seconds (got -1)"),
+    ("max_shift", float("nan"), "max_shift must be a positive number of seconds (got nan)"),
+    ("max_shift", True, "max_shift must be a positive number of seconds (got True)"),
+    ("window", 0.0, "window must be a positive number of seconds (got 0.0)"),
+    ("hop", -2.0, "hop must be a positive number of seconds (got -2.0)"),
+    ("window_search", "1", "window_search must be a positive number of seconds (got '1')"),
+    ("mode", "karaoke", "mode must be one of auto, dance, speech, general (got 'karaoke')"),
+    ("device", "gpu", "device must be one of auto, cpu, cuda, cuda:N (got 'gpu')"),
+    ("device", "cuda:x", "device must be one of auto, cpu, cuda, cuda:N (got 'cuda:x')"),
+    ("backend", "", "backend must be a backend name (got '')"),
+    ("refine", "yes", "refine must be true or false (got 'yes')"),
+])
+def test_options_validate_themselves(field: str, value: object, message: str) -> None:
+    with pytest.raises(InputError) as ei:
+        OffsetOptions(**{field: value})
+    assert str(ei.value) == message
+    assert "--" not in str(ei.value)  # library messages do not name CLI flags
+
+
+def test_options_accept_the_library_choices() -> None:
+    from avsync.device import DEVICE_CHOICES
+    from avsync.features import MODES
+
+    for mode in MODES:
+        assert OffsetOptions(mode=mode).mode == mode
+    for device in (*DEVICE_CHOICES[:3], "cuda:1", " CPU "):
+        assert OffsetOptions(device=device).device == device
+    assert OffsetOptions(max_shift=2, window=4.0, hop=1.0).hop == 1.0
+    with pytest.raises(InputError, match="max_shift"):
+        dataclasses.replace(OffsetOptions(), max_shift=-3.0)
+
+
+def test_cli_takes_choices_and_defaults_from_the_options() -> None:
+    """--help shows the library's modes and OffsetOptions' defaults; a bad mode is one line."""
+    h = _cli("detect-offset", "--help")
+    assert h.returncode == 0
+    assert "auto | dance | speech | general" in h.stdout
+    assert f"{OffsetOptions.max_shift}" in h.stdout and f"{OffsetOptions.window}" in h.stdout
+    b = _cli("detect-offset", "nowhere.mp4", "--mode", "karaoke")
+    assert b.returncode == 1
+    assert b.stderr.strip().splitlines() == [
+        "avsync: error: mode must be one of auto, dance, speech, general (got 'karaoke')"]
+
+
+def _result(**changes: object) -> OffsetResult:
+    r = OffsetResult(file="x.mp4", offset_s=0.1, offset_frames=2.5, fps=25.0, confidence=0.9, in_sync=False,
+                     drift_ms_per_min=4.0, verdict="constant offset", windows=[], backend="classical",
+                     mode="general", duration=60.0)
+    return dataclasses.replace(r, **changes)
+
+
+def test_fix_plan_constant_offset() -> None:
+    assert fix_plan(_result()) == FixPlan(0.1, 0.0)  # an insignificant drift is not cancelled
+    assert fix_plan(_result(verdict="in sync", offset_s=-0.02)) == FixPlan(-0.02, 0.0)
+
+
+def test_fix_plan_drifting_clip() -> None:
+    drifting = _result(verdict="drifting", offset_s=0.1, drift_ms_per_min=120.0, duration=40.0)
+    # Without fix_drift: the best constant shift, the offset at mid-clip (0.1 s + 2 ms/s * 20 s).
+    plan = fix_plan(drifting)
+    assert plan.shift_s == pytest.approx(0.14) and plan.drift_ms_per_min == 0.0
+    assert plan.shift_s == drifting.offset_at(20.0)
+    # With fix_drift: the offset at the first frame and the drift itself.
+    assert fix_plan(drifting, fix_drift=True) == FixPlan(0.1, 120.0)
+    # fix_drift on a clip that does not drift still cancels what was measured.
+    assert fix_plan(_result(), fix_drift=True) == FixPlan(0.1, 4.0)
+
+
+def test_fix_plan_cannot_tell_and_given_shift() -> None:
+    unsure = _result(verdict="cannot tell", confidence=0.12)
+    with pytest.raises(CannotMeasure, match=r"^cannot fix: .* with confidence \(0.12\)$"):
+        fix_plan(unsure)
+    with pytest.raises(CannotMeasure):
+        fix_plan(unsure, fix_drift=True)
+    # A given shift overrides the measurement (even a "cannot tell" one), and needs none.
+    assert fix_plan(unsure, shift_ms=40.0) == FixPlan(0.04, 0.0)
+    assert fix_plan(None, shift_ms=-250.0) == FixPlan(-0.25, 0.0)
+    with pytest.raises(InputError, match="cannot be combined"):
+        fix_plan(_result(), shift_ms=40.0, fix_drift=True)
+    with pytest.raises(InputError, match="no measurement"):
+        fix_plan(None)
+
+
+def test_fit_windows_and_judge_on_planted_drift() -> None:
+    """Windows on a line 50 ms + 3 ms/s: the drift is found, significant, and reported from the start."""
+    starts = np.arange(0.0, 50.0, 5.0)
+    windows = [(float(s), 0.05 + 0.003 * (s + 5.0), 0.9) for s in starts]
+    est, agreement = fit_windows(windows, offset=0.05 + 0.003 * 30, fps=25.0, window=10.0, bconf=0.81,
+                                 periodic=False)
+    assert est.drift == pytest.approx(0.003) and est.offset0 == pytest.approx(0.05)
+    assert est.drift_significant and 0 < agreement < 1
+    assert est.confidence == pytest.approx(0.9 * agreement)
+    verdict, final, in_sync = judge(est, picture_duration=60.0)
+    assert verdict == "drifting" and not in_sync
+    assert final.offset == pytest.approx(0.05) and final.drift == pytest.approx(0.003)
+    assert "drifts from +50 ms at the start to +230 ms" in final.notes[-1]
+    # Flat windows: no drift, the global offset is reported; one window only: agreement 1.
+    flat = [(float(s), 0.02, 0.9) for s in starts]
+    est, agreement = fit_windows(flat, 0.02, 25.0, 10.0, 0.81, periodic=True)
+    assert not est.drift_significant and agreement == 1.0 and est.confidence == 0.5  # periodic cap
+    verdict, final, in_sync = judge(est, 60.0)
+    assert verdict == "in sync" and in_sync and final.offset == 0.02
+    est, agreement = fit_windows([], 0.3, 25.0, 10.0, 0.04, periodic=False)
+    verdict, final, in_sync = judge(est, 8.0)
+    assert verdict == "cannot tell" and not in_sync and final.windows == ((0.0, 0.3, est.confidence),)
 
 
 # ----------------------------------------------------------------------------- generated media
@@ -195,6 +314,34 @@ def test_cli_json_fix_and_remeasure(tmp_path: Path) -> None:
     # Refuses to overwrite without --overwrite; table output works.
     r = _cli("detect-offset", clip, "--fix", str(fixed))
     assert r.returncode == 1 and "exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_fix_drifting_clip(tmp_path: Path) -> None:
+    """A clip whose audio drifts (+100 ms at the start, +300 ms/min): --fix shifts by the
+    offset at mid-clip, --fix-drift cancels the drift too and re-measures in sync."""
+    from avsync.remux import write_shifted
+
+    clip = irregular_clip(tmp_path / "in.mp4", seconds=16, seed=5)
+    drifting = tmp_path / "drift.mp4"
+    write_shifted(clip, drifting, -0.1, drift_ms_per_min=-300.0)  # cancelling -o(t) plants +o(t)
+    env = {**ENV, "AVSYNC_CACHE": str(tmp_path / "cache")}
+
+    def run(*args: str) -> dict:
+        cmd = [*AVSYNC, "detect-offset", str(drifting), "--json", "--mode", "general", "--window", "6", *args]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    full = run("--fix", str(tmp_path / "full.mp4"), "--fix-drift")
+    assert full["verdict"] == "drifting", full
+    assert full["offset_ms"] == pytest.approx(100, abs=25) and full["drift_ms_per_min"] == pytest.approx(300, abs=60)
+    assert full["fix"]["drift_ms_per_min"] == pytest.approx(full["drift_ms_per_min"], abs=1e-3)
+    assert full["fix"]["shift_s"] * 1000 == pytest.approx(full["offset_ms"], abs=1e-3)
+    const = run("--fix", str(tmp_path / "const.mp4"))
+    mid = (const["offset_ms"] + const["drift_ms_per_min"] / 60 * const["duration"] / 2) / 1000
+    assert const["fix"]["drift_ms_per_min"] == 0.0 and const["fix"]["shift_s"] == pytest.approx(mid, abs=1e-5)
+    again = detect_offset(tmp_path / "full.mp4", OffsetOptions(mode="general", window=6.0))
+    assert abs(again.offset_s) < 0.02 and abs(again.drift_ms_per_min) < 40 and again.verdict != "drifting", again
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
-"""``avsync models list|fetch|verify|path``: the checkpoint registry and cache."""
+"""``avsync models list|fetch|verify|path|register``: the checkpoint registry and cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -120,3 +121,30 @@ def path_cmd(
     with rich_progress() as progress:
         path = run(lambda: hub.resolve(name, progress=progress))
     typer.echo(str(path))
+
+
+@models_app.command("register")
+def register_cmd(
+    path: Annotated[Path, typer.Argument(help="The trained checkpoint file.")],
+    name: Annotated[str, typer.Option(help="Registry name (what users pass as --checkpoint).")],
+    backend: Annotated[str, typer.Option(help="Backend that loads it; must match the checkpoint's.")],
+    card: Annotated[str, typer.Option(help="Model card, relative to the repository root (model_cards/NAME.md).")],
+    url: Annotated[str | None, typer.Option(help="Download URL (none for bundled / mirror-only files).")] = None,
+    description: Annotated[str, typer.Option(help="One line: what the model is.")] = "",
+    data: Annotated[str, typer.Option(help="One line: what it was trained on.")] = "",
+    bundle: Annotated[bool, typer.Option("--bundle", help="Ship the file inside the package (avsync/checkpoints/).")]
+    = False,
+    registry: Annotated[Path | None, typer.Option(
+        help="Registry file to write (default: $AVSYNC_REGISTRY or the package's).")] = None,
+) -> None:
+    """Add or replace a registry entry for a trained checkpoint; print the entry (JSON).
+
+    Loads the file to check it, computes its sha256 and size, rewrites the registry atomically.
+    """
+    from avsync import hub
+
+    entry = run(lambda: hub.register_checkpoint(
+        path, name, backend, card, url=url, description=description, data=data, bundle=bundle,
+        registry=registry,
+    ))
+    print_json(entry)

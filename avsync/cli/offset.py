@@ -1,22 +1,31 @@
-"""`avsync detect-offset CLIP`: offset between a clip's own audio and picture, drift, --fix."""
+"""`avsync detect-offset CLIP`: offset between a clip's own audio and picture, drift, --fix.
+
+Choices and defaults come from :class:`avsync.offset.OffsetOptions`, which also validates
+them; the fix policy is :func:`avsync.offset.fix_plan`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.device import DEVICE_CHOICES
+from avsync.features import MODES
+from avsync.offset import OffsetOptions
+
+_D = OffsetOptions  # field defaults: OffsetOptions.max_shift, ...
 
 
 @app.command("detect-offset")
 def detect_offset_cmd(
     clip: Annotated[Path, typer.Argument(help="Clip with a video and an audio stream.")],
-    backend: Annotated[str, typer.Option(help="Offset backend.")] = "classical",
-    mode: Annotated[str, typer.Option(help="auto | dance | speech | general.")] = "auto",
-    max_shift: Annotated[float, typer.Option("--max-shift", help="Search range, ± seconds.")] = 5.0,
-    window: Annotated[float, typer.Option("--window", help="Drift window length, seconds (50 % overlap).")] = 10.0,
+    backend: Annotated[str, typer.Option(help="Offset backend.")] = _D.backend,
+    mode: Annotated[str, typer.Option(help=" | ".join(MODES) + ".")] = _D.mode,
+    max_shift: Annotated[float, typer.Option("--max-shift", help="Search range, ± seconds.")] = _D.max_shift,
+    window: Annotated[float, typer.Option("--window", help="Drift window length, seconds (50 % overlap).")] = _D.window,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Plot the offset over time (PNG).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Exit 3 when out of sync (or cannot tell).")] = False,
@@ -26,7 +35,7 @@ def detect_offset_cmd(
     )] = None,
     fix_drift: Annotated[bool, typer.Option("--fix-drift", help="With --fix: also cancel the measured drift.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (learned backends).")] = "auto",
+    device: Annotated[str, typer.Option(help=" | ".join(DEVICE_CHOICES) + " (learned backends).")] = _D.device,
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
 ) -> None:
     """Measure how far CLIP's sound is from its picture (+ = audio leads), its drift, and fix it.
@@ -34,11 +43,28 @@ def detect_offset_cmd(
     Exit codes: 0 measured (whatever the result), 1 bad input, 2 cannot measure,
     3 with --check when out of sync or when the measurement is not confident.
     """
-    from avsync.cli.align import check_common
+    opts = run(lambda: OffsetOptions(backend=backend, mode=mode, max_shift=max_shift, window=window,
+                                     device=device, checkpoint=checkpoint))
+    _check_paths(clip, fix, plot_path, shift_ms, fix_drift, overwrite)
+    result = None
+    if shift_ms is None or plot_path is not None or fix is None:  # a given shift needs no measurement
+        result = _measure(clip, opts, progress=not json_out)
+    if plot_path is not None:
+        from avsync.offset import plot_offset
 
-    check_common(mode=mode, device=device, max_shift=max_shift)
-    if not window > 0:
-        fail(f"--window must be positive (got {window})")
+        run(lambda: plot_offset(result, plot_path))
+    fixed = _write_fix(clip, fix, result, shift_ms, fix_drift, overwrite) if fix is not None else None
+    if json_out:
+        _print_json(clip, result, fixed, plot_path)
+    else:
+        _print_table(result, fixed, plot_path)
+    if check and result is not None and not result.in_sync:
+        raise typer.Exit(3)
+
+
+def _check_paths(clip: Path, fix: Path | None, plot_path: Path | None, shift_ms: float | None,
+                 fix_drift: bool, overwrite: bool) -> None:
+    """Refuse flag combinations and outputs before any work is done."""
     if (shift_ms is not None or fix_drift) and fix is None:
         fail("--shift-ms and --fix-drift need --fix OUT")
     if shift_ms is not None and fix_drift:
@@ -53,44 +79,37 @@ def detect_offset_cmd(
                 fail("an output would overwrite the input clip")
             run(lambda out=out: check_output(out, overwrite))
 
-    from avsync.offset import OffsetOptions, detect_offset, plot_offset
+
+def _measure(clip: Path, opts: OffsetOptions, progress: bool) -> Any:
+    from avsync.offset import detect_offset
+
+    with rich_progress(progress) as bar:
+        return run(lambda: detect_offset(clip, opts, bar))
+
+
+def _write_fix(clip: Path, fix: Path, result: Any, shift_ms: float | None, fix_drift: bool,
+               overwrite: bool) -> dict[str, Any]:
+    from avsync.errors import CannotMeasure
+    from avsync.offset import fix_plan
     from avsync.remux import write_shifted
 
-    opts = OffsetOptions(backend=backend, mode=mode, max_shift=max_shift, window=window, device=device,
-                         checkpoint=checkpoint)
-    result = None
-    if shift_ms is None or plot_path is not None or not fix:
-        with rich_progress(not json_out) as progress:
-            result = run(lambda: detect_offset(clip, opts, progress))
-    if plot_path is not None and result is not None:
-        run(lambda: plot_offset(result, plot_path))
-    fixed = None
-    if fix is not None:
-        if shift_ms is not None:
-            shift, drift = shift_ms / 1000.0, 0.0
-        else:
-            assert result is not None
-            if result.verdict == "cannot tell":
-                fail("cannot fix: the offset could not be measured with confidence "
-                     f"({result.confidence:.2f}); give --shift-ms to force a shift", 2)
-            shift = result.offset_s
-            drift = result.drift_ms_per_min if fix_drift else 0.0
-            if not fix_drift and result.verdict == "drifting":
-                shift = result.offset_at(result.duration / 2)  # best constant shift
-        fixed = run(lambda: write_shifted(clip, fix, shift, drift_ms_per_min=drift, overwrite=overwrite))
-        fixed["output"] = str(fix)
+    try:
+        plan = fix_plan(result, shift_ms=shift_ms, fix_drift=fix_drift)
+    except CannotMeasure as e:  # "cannot tell": say how to force a shift
+        fail(f"{e}; give --shift-ms to force a shift", e.exit_code)
+    fixed = run(lambda: write_shifted(clip, fix, plan.shift_s, drift_ms_per_min=plan.drift_ms_per_min,
+                                      overwrite=overwrite))
+    fixed["output"] = str(fix)
+    return fixed
 
-    if json_out:
-        obj = result.to_json() if result is not None else {"file": str(clip)}
-        if fixed is not None:
-            obj["fix"] = fixed
-        if plot_path is not None:
-            obj["plot"] = str(plot_path)
-        print_json(obj)
-    else:
-        _print_table(result, fixed, plot_path)
-    if check and result is not None and not result.in_sync:
-        raise typer.Exit(3)
+
+def _print_json(clip: Path, result: Any, fixed: dict[str, Any] | None, plot_path: Path | None) -> None:
+    obj = result.to_json() if result is not None else {"file": str(clip)}
+    if fixed is not None:
+        obj["fix"] = fixed
+    if plot_path is not None:
+        obj["plot"] = str(plot_path)
+    print_json(obj)
 
 
 def _print_table(r, fixed, plot_path) -> None:  # type: ignore[no-untyped-def]
