@@ -141,7 +141,6 @@ def open_container(path: str | os.PathLike) -> Iterator[av.container.InputContai
         container.close()
 
 
-_open = open_container  # the former private name, still used by render.py / retarget.py
 
 
 def _rotation_from_metadata(stream: av.stream.Stream) -> int | None:
@@ -184,7 +183,6 @@ def video_pts(container: av.container.InputContainer, stream: av.video.stream.Vi
     return np.asarray(pts, dtype=np.int64)
 
 
-_video_pts = video_pts  # the former private name, still used by render.py
 
 
 def _is_vfr(pts_sorted: np.ndarray) -> bool:

@@ -70,7 +70,6 @@ from typing import Any
 
 import numpy as np
 
-from avsync.device import DEVICE_CHOICES, is_device_spec
 from avsync.errors import CannotMeasure, InputError
 from avsync.features import MODES
 from avsync.progress import Progress
@@ -105,26 +104,18 @@ class OffsetOptions:
     refine: bool = True  # sub-ms event refinement when the content allows it
 
     def __post_init__(self) -> None:
-        if not isinstance(self.backend, str) or not self.backend.strip():
-            raise InputError(f"backend must be a backend name (got {self.backend!r})")
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)} (got {self.mode!r})")
+        from avsync import options as check
+
+        check.name("backend", self.backend, "a backend name")
+        check.one_of("mode", self.mode, MODES)
         for name in ("max_shift", "window", "window_search"):
-            _check_seconds(name, getattr(self, name))
+            check.positive(name, getattr(self, name))
         if self.hop is not None:
-            _check_seconds("hop", self.hop)
-        if not is_device_spec(self.device):
-            raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)} (got {self.device!r})")
-        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
-            raise InputError(f"checkpoint must be a name or a path (got {self.checkpoint!r})")
-        if not isinstance(self.refine, bool):
-            raise InputError(f"refine must be true or false (got {self.refine!r})")
-
-
-def _check_seconds(name: str, value: object) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok:
-        raise InputError(f"{name} must be a positive number of seconds (got {value!r})")
+            check.positive("hop", self.hop)
+        check.device("device", self.device)
+        if self.checkpoint is not None:
+            check.name("checkpoint", self.checkpoint, "a name or a path")
+        check.flag("refine", self.refine)
 
 
 @dataclass

@@ -16,7 +16,6 @@ from avsync.errors import InputError
 
 # libx264 presets, fastest first.
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-DEVICES = ("auto", "cpu", "cuda")  # plus "cuda:N"
 
 
 class OptionError(InputError, ValueError):
@@ -29,6 +28,9 @@ class OptionError(InputError, ValueError):
 
 
 def _number(value: Any) -> float | None:
+    """``value`` as a finite float; None for anything else (strings and booleans included)."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -40,14 +42,15 @@ def one_of(field: str, value: Any, choices: Iterable[str]) -> None:
     """``value`` must be one of ``choices``."""
     names = tuple(choices)
     if value not in names:
-        raise OptionError(field, f"must be one of {', '.join(names)} (got '{value}')")
+        raise OptionError(field, f"must be one of {', '.join(names)} (got {value!r})")
 
 
 def positive(field: str, value: Any, unit: str = "seconds") -> None:
     """``value`` must be a finite number > 0 (``inf`` and ``nan`` are refused)."""
     x = _number(value)
     if x is None or not x > 0:
-        raise OptionError(field, f"must be a positive number of {unit} (got {value})")
+        what = f" of {unit}" if unit else ""
+        raise OptionError(field, f"must be a positive number{what} (got {value!r})")
 
 
 def at_least(field: str, value: Any, low: float, unit: str = "") -> None:
@@ -55,14 +58,14 @@ def at_least(field: str, value: Any, low: float, unit: str = "") -> None:
     x = _number(value)
     if x is None or not x >= low:
         what = f" of {unit}" if unit else ""
-        raise OptionError(field, f"must be a finite number{what} >= {low:g} (got {value})")
+        raise OptionError(field, f"must be a finite number{what} >= {low:g} (got {value!r})")
 
 
 def within(field: str, value: Any, low: float, high: float) -> None:
     """``value`` must be a finite number in ``[low, high]``."""
     x = _number(value)
     if x is None or not low <= x <= high:
-        raise OptionError(field, f"must be a number within {low:g}..{high:g} (got {value})")
+        raise OptionError(field, f"must be a number within {low:g}..{high:g} (got {value!r})")
 
 
 def whole_within(field: str, value: Any, low: int, high: int | None = None) -> None:
@@ -70,11 +73,25 @@ def whole_within(field: str, value: Any, low: int, high: int | None = None) -> N
     x = _number(value)
     if x is None or isinstance(value, bool) or x != int(x) or x < low or (high is not None and x > high):
         span = f"within {low}..{high}" if high is not None else f">= {low}"
-        raise OptionError(field, f"must be a whole number {span} (got {value})")
+        raise OptionError(field, f"must be a whole number {span} (got {value!r})")
 
 
 def device(field: str, value: Any) -> None:
-    """``value`` must be auto, cpu, cuda or cuda:N (N is checked when the device is opened)."""
-    v = str(value)
-    if not (v in DEVICES or v.startswith("cuda:")):
-        raise OptionError(field, f"must be auto, cpu, cuda or cuda:N (got '{value}')")
+    """``value`` must be a device spec (:data:`avsync.device.DEVICE_CHOICES`; syntax only,
+    whether the device exists is checked when it is opened)."""
+    from avsync.device import DEVICE_CHOICES, is_device_spec
+
+    if not is_device_spec(value):
+        raise OptionError(field, f"must be one of {', '.join(DEVICE_CHOICES)} (got {value!r})")
+
+
+def flag(field: str, value: Any) -> None:
+    """``value`` must be True or False."""
+    if not isinstance(value, bool):
+        raise OptionError(field, f"must be true or false (got {value!r})")
+
+
+def name(field: str, value: Any, what: str) -> None:
+    """``value`` must be a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise OptionError(field, f"must be {what} (got {value!r})")

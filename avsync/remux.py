@@ -291,3 +291,39 @@ def _encode_audio(outc, stream, samples: np.ndarray, sr: int, layout: str, start
                 outc.mux(pkt)
     for pkt in stream.encode(None):
         outc.mux(pkt)
+
+
+def loop_video(dance: str | os.PathLike[str], reps: int, path: str | os.PathLike[str]) -> None:
+    """Stream-copy the video stream of ``dance``'s video ``reps`` times into one file (no re-encode).
+
+    Repetition r is shifted by r times (dance length + 1 s) so that timestamps stay
+    increasing; the renderer addresses frames by index, so the gaps do not matter.
+    """
+    import av
+
+    from avsync import media
+
+    with media.open_container(dance) as first:
+        ist = first.streams.video[0]
+        tb = ist.time_base
+        out = av.open(str(path), "w", format="matroska")
+        try:
+            ost = out.add_stream_from_template(ist)
+            span = None
+            for r in range(reps):
+                with media.open_container(dance) as c:
+                    st = c.streams.video[0]
+                    pkts = [pk for pk in c.demux(st) if pk.pts is not None and pk.size > 0]
+                    if span is None:
+                        lo = min(min(pk.pts for pk in pkts), min((pk.dts for pk in pkts if pk.dts is not None),
+                                                                 default=0))
+                        hi = max(pk.pts + (pk.duration or 0) for pk in pkts)
+                        span = int(hi - lo + round(1.0 / tb))
+                    for pk in pkts:
+                        pk.pts += r * span
+                        if pk.dts is not None:
+                            pk.dts += r * span
+                        pk.stream = ost
+                        out.mux(pk)
+        finally:
+            out.close()

@@ -164,7 +164,7 @@ def _audio_source(audio_path: str, out_ext: str, audio_sr: int | None):
 
 def _copy_packets(audio_path: str) -> Iterator[tuple[av.container.InputContainer, object]]:
     """Yield the input container once (to take the stream template), then AAC packets."""
-    with media._open(audio_path) as c:
+    with media.open_container(audio_path) as c:
         st = c.streams.audio[0]
         yield c, st
         origin = media.audio_origin(c)
@@ -230,10 +230,10 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
     if audio_path is not None:
         copy, a_rate, a_layout = _audio_source(str(audio_path), ext, audio_sr)
 
-    with media._open(vpath) as vc:
-        src_pts = np.sort(media._video_pts(vc, vc.streams.video[0], vpath))
+    with media.open_container(vpath) as vc:
+        src_pts = np.sort(media.video_pts(vc, vc.streams.video[0], vpath))
 
-    with media.atomic_output(out_path, overwrite) as tmp, media._open(vpath) as dc:
+    with media.atomic_output(out_path, overwrite) as tmp, media.open_container(vpath) as dc:
         ds = dc.streams.video[0]
         ds.thread_type = "AUTO"
         frames = _SourceFrames(dc, ds, src_pts)

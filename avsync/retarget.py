@@ -580,39 +580,10 @@ def _write_music_segment(music: str, start: float, seconds: float, path: str) ->
 
 
 def _looped_source(dance: str, reps: int, path: str) -> None:
-    """Stream-copy the dance's video ``reps`` times into one file (no re-encode).
+    """The dance's video stream-copied ``reps`` times into one file (avsync.remux.loop_video)."""
+    from avsync.remux import loop_video
 
-    Repetition r is shifted by r times (dance length + 1 s) so that timestamps stay
-    increasing; the renderer addresses frames by index, so the gaps do not matter.
-    """
-    import av
-
-    from avsync import media
-
-    with media._open(dance) as first:
-        ist = first.streams.video[0]
-        tb = ist.time_base
-        out = av.open(path, "w", format="matroska")
-        try:
-            ost = out.add_stream_from_template(ist)
-            span = None
-            for r in range(reps):
-                with media._open(dance) as c:
-                    st = c.streams.video[0]
-                    pkts = [pk for pk in c.demux(st) if pk.pts is not None and pk.size > 0]
-                    if span is None:
-                        lo = min(min(pk.pts for pk in pkts), min((pk.dts for pk in pkts if pk.dts is not None),
-                                                                 default=0))
-                        hi = max(pk.pts + (pk.duration or 0) for pk in pkts)
-                        span = int(hi - lo + round(1.0 / tb))
-                    for pk in pkts:
-                        pk.pts += r * span
-                        if pk.dts is not None:
-                            pk.dts += r * span
-                        pk.stream = ost
-                        out.mux(pk)
-        finally:
-            out.close()
+    loop_video(dance, reps, path)
 
 
 # --------------------------------------------------------------------------------------------

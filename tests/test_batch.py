@@ -462,7 +462,7 @@ def test_cli_pairing_dry_run_and_argument_errors(takes: Path, tmp_path: Path) ->
         (["batch", "--command", "align", "--video-dir", str(takes), "-O", "x"], "--option must be KEY=VALUE"),
         (["batch", "--command", "dance", "--video-dir", str(takes)], "unknown command 'dance'"),
         (["batch", str(tmp_path / "none.csv")], "does not exist"),
-        (["batch", "m.csv", "--executor", "spark"], "--executor must be local or ray"),
+        (["batch", "m.csv", "--executor", "spark"], "--executor must be one of local, ray"),
     ]:
         res = run(app, args)
         assert res.exit_code == 1, (args, res.output)

@@ -143,12 +143,12 @@ def test_cli_takes_choices_and_defaults_from_the_options() -> None:
     """--help shows the library's modes and OffsetOptions' defaults; a bad mode is one line."""
     h = _cli("detect-offset", "--help")
     assert h.returncode == 0
-    assert "auto | dance | speech | general" in h.stdout
+    assert "auto|dance|speech|general" in h.stdout
     assert f"{OffsetOptions.max_shift}" in h.stdout and f"{OffsetOptions.window}" in h.stdout
     b = _cli("detect-offset", "nowhere.mp4", "--mode", "karaoke")
     assert b.returncode == 1
     assert b.stderr.strip().splitlines() == [
-        "avsync: error: mode must be one of auto, dance, speech, general (got 'karaoke')"]
+        "avsync: error: --mode must be one of auto, dance, speech, general (got 'karaoke')"]
 
 
 def _result(**changes: object) -> OffsetResult:

@@ -16,25 +16,6 @@ from avsync.options import X264_PRESETS
 D = AlignOptions  # defaults come from the library's options
 
 
-def check_common(mode: str | None = None, device: str | None = None, crf: int | None = None,
-                 preset: str | None = None, max_shift: float | None = None) -> None:
-    """Transitional, for cli/offset.py until it builds its options with :func:`build`; remove then.
-    The same checks as the options dataclasses, one error line naming the flag."""
-    from avsync import options as check
-    from avsync.cli._app import fail
-
-    given = {"mode": (check.one_of, (MODES,)), "device": (check.device, ()), "crf": (check.whole_within, (0, 51)),
-             "preset": (check.one_of, (X264_PRESETS,)), "max_shift": (check.positive, ())}
-    for name, value in (("mode", mode), ("device", device), ("crf", crf), ("preset", preset),
-                        ("max_shift", max_shift)):
-        fn, args = given[name]
-        try:
-            if value is not None:
-                fn(name, value, *args)  # type: ignore[operator]
-        except check.OptionError as e:
-            fail(f"--{name.replace('_', '-')} {e.message}")
-
-
 @app.command()
 def align(
     video: Annotated[Path, typer.Argument(help="Video to re-time (any container PyAV reads).")],

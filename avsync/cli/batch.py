@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.cli._options import choice
+
+EXECUTORS = ("local", "ray")
 
 
 @app.command()
@@ -39,7 +42,8 @@ def batch(
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Seconds one item may take before its worker is killed and the item fails.")] = None,
     executor: Annotated[str, typer.Option(
-        "--executor", help="local (worker processes) | ray (Ray's scheduler; pip install ray).")] = "local",
+        "--executor", help="local (worker processes) or ray (Ray's scheduler; pip install 'avsync[ray]').",
+        **choice(EXECUTORS, "--executor"))] = "local",
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the items (one JSON line each) without running them.")] = False,
 ) -> None:
@@ -49,26 +53,9 @@ def batch(
     Exit codes: 0 every item ok, 1 some failed (or bad arguments), 130 interrupted (finished
     items are recorded; rerun with --resume).
     """
-    if (manifest is None) == (command is None):
-        fail("give a MANIFEST, or --command with --video-dir (pairing by name), not both")
-    if manifest is None and video_dir is None:
-        fail("--command needs --video-dir")
-    if manifest is not None and (video_dir or audio or audio_dir or out_dir or option):
-        fail("--video-dir, --audio, --audio-dir, -o and -O go with --command, not with a MANIFEST")
-    if jobs < 0:
-        fail(f"--jobs must be 0 or more (got {jobs})")
-    if timeout is not None and not timeout > 0:
-        fail(f"--timeout must be positive (got {timeout})")
-    if executor not in ("local", "ray"):
-        fail(f"--executor must be local or ray (got '{executor}')")
-    if resume and results is None:
-        fail("--resume needs --results FILE (the record of what is done)")
-    opts: dict[str, str] = {}
-    for kv in option or []:
-        key, eq, value = kv.partition("=")
-        if not eq or not key.strip():
-            fail(f"--option must be KEY=VALUE (got '{kv}')")
-        opts[key.strip()] = value.strip()
+    _check_arguments(manifest, command, video_dir, bool(audio or audio_dir or out_dir or option), jobs, timeout,
+                     resume, results)
+    opts = _key_values(option)
 
     from avsync import batch as b
 
@@ -96,3 +83,31 @@ def batch(
     if summary.failed:
         fail(f"{summary.failed} of {summary.total} items failed ({counts}; {summary.seconds:.1f} s){where}")
     sys.stderr.write(f"avsync: batch done: {counts} in {summary.seconds:.1f} s{where}\n")
+
+
+def _check_arguments(manifest: Path | None, command: str | None, video_dir: Path | None, pairing_flags: bool,
+                     jobs: int, timeout: float | None, resume: bool, results: Path | None) -> None:
+    """Refuse argument combinations before anything is read."""
+    if (manifest is None) == (command is None):
+        fail("give a MANIFEST, or --command with --video-dir (pairing by name), not both")
+    if manifest is None and video_dir is None:
+        fail("--command needs --video-dir")
+    if manifest is not None and (video_dir or pairing_flags):
+        fail("--video-dir, --audio, --audio-dir, -o and -O go with --command, not with a MANIFEST")
+    if jobs < 0:
+        fail(f"--jobs must be 0 or more (got {jobs})")
+    if timeout is not None and not timeout > 0:
+        fail(f"--timeout must be positive (got {timeout})")
+    if resume and results is None:
+        fail("--resume needs --results FILE (the record of what is done)")
+
+
+def _key_values(option: list[str] | None) -> dict[str, str]:
+    """``-O KEY=VALUE`` pairs."""
+    opts: dict[str, str] = {}
+    for kv in option or []:
+        key, eq, value = kv.partition("=")
+        if not eq or not key.strip():
+            fail(f"--option must be KEY=VALUE (got '{kv}')")
+        opts[key.strip()] = value.strip()
+    return opts

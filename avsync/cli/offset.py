@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.cli._options import build, choice
 from avsync.device import DEVICE_CHOICES
 from avsync.features import MODES
 from avsync.offset import OffsetOptions
@@ -23,7 +24,7 @@ _D = OffsetOptions  # field defaults: OffsetOptions.max_shift, ...
 def detect_offset_cmd(
     clip: Annotated[Path, typer.Argument(help="Clip with a video and an audio stream.")],
     backend: Annotated[str, typer.Option(help="Offset backend.")] = _D.backend,
-    mode: Annotated[str, typer.Option(help=" | ".join(MODES) + ".")] = _D.mode,
+    mode: Annotated[str, typer.Option(help="Visual features.", **choice(MODES, "--mode"))] = _D.mode,
     max_shift: Annotated[float, typer.Option("--max-shift", help="Search range, ± seconds.")] = _D.max_shift,
     window: Annotated[float, typer.Option("--window", help="Drift window length, seconds (50 % overlap).")] = _D.window,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
@@ -43,8 +44,8 @@ def detect_offset_cmd(
     Exit codes: 0 measured (whatever the result), 1 bad input, 2 cannot measure,
     3 with --check when out of sync or when the measurement is not confident.
     """
-    opts = run(lambda: OffsetOptions(backend=backend, mode=mode, max_shift=max_shift, window=window,
-                                     device=device, checkpoint=checkpoint))
+    opts = build(OffsetOptions, backend=backend, mode=mode, max_shift=max_shift, window=window, device=device,
+                 checkpoint=checkpoint)
     _check_paths(clip, fix, plot_path, shift_ms, fix_drift, overwrite)
     result = None
     if shift_ms is None or plot_path is not None or fix is None:  # a given shift needs no measurement

@@ -10,6 +10,11 @@ from typing import Annotated
 import typer
 
 from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.cli._options import build, choice
+from avsync.features import MODES
+from avsync.train import TrainOptions
+
+D = TrainOptions  # defaults and checks come from the library's options
 
 
 @app.command()
@@ -18,19 +23,22 @@ def train(
     data_dir: Annotated[Path, typer.Argument(help="Folder of synced videos (with their own audio).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Checkpoint to write (card: same stem, .md).")],
     steps: Annotated[int, typer.Option(help="Optimisation steps in total (a resumed run counts its earlier ones).")]
-    = 2000,
-    batch: Annotated[int, typer.Option(help="Windows per step.")] = 16,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    clip_seconds: Annotated[float, typer.Option(help="Training window length, seconds.")] = 10.0,
-    val_fraction: Annotated[float, typer.Option(help="Share of the videos held out for validation.")] = 0.15,
-    val_every: Annotated[int, typer.Option(help="Validate and checkpoint every N steps.")] = 50,
-    patience: Annotated[int, typer.Option(help="Stop after N validations without improvement (0 = never).")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the split, samples and initial weights.")] = 0,
-    mode: Annotated[str, typer.Option(help="Visual features: general (motion grid) | dance (pose) | speech (lips).")]
-    = "general",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
-    max_minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; the best weights are kept.")] = None,
+    = D.steps,
+    batch: Annotated[int, typer.Option(help="Windows per step.")] = D.batch,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = D.lr,
+    clip_seconds: Annotated[float, typer.Option(help="Training window length, seconds.")] = D.clip_seconds,
+    val_fraction: Annotated[float, typer.Option(help="Share of the videos held out for validation.")] = D.val_fraction,
+    val_every: Annotated[int, typer.Option(help="Validate and checkpoint every N steps.")] = D.val_every,
+    patience: Annotated[int, typer.Option(help="Stop after N validations without improvement (0 = never).")]
+    = D.patience,
+    seed: Annotated[int, typer.Option(help="Seed of the split, samples and initial weights.")] = D.seed,
+    mode: Annotated[str, typer.Option(
+        help="Visual features: general (motion grid), dance (pose), speech (lips), auto (what most videos show).",
+        **choice(MODES, "--mode"))] = D.mode,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = D.device,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = D.threads,
+    max_minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; the best weights are kept.")]
+    = D.max_minutes,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Disable the horizontal-flip augmentation.")] = False,
     no_specaugment: Annotated[bool, typer.Option("--no-specaugment", help="Disable SpecAugment.")] = False,
     option: Annotated[list[str] | None, typer.Option(
@@ -45,40 +53,19 @@ def train(
     """Self-supervised training on your own synced videos: random monotonic distortions of the
     picture (speed changes 0.6×–1.6×, frame drops/duplicates), the model learns to undo them.
     Writes the checkpoint, <out>.state (for --resume) and a model card."""
-    if mode not in ("general", "dance", "speech"):
-        fail(f"--mode must be general, dance or speech (got '{mode}')")
-    if steps < 1 or batch < 1 or val_every < 1:
-        fail("--steps, --batch and --val-every must be at least 1")
-    if not 0 <= val_fraction < 1:
-        fail(f"--val-fraction must be within [0, 1) (got {val_fraction})")
-    if clip_seconds <= 0:
-        fail("--clip-seconds must be positive")
     if not data_dir.is_dir():
         fail(f"'{data_dir}' is not a directory")
-    model_opts = {}
-    for kv in option or []:
-        if "=" not in kv:
-            fail(f"--option must be KEY=VALUE (got '{kv}')")
-        k, v = kv.split("=", 1)
-        try:
-            model_opts[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            model_opts[k.strip()] = v
+    opts = build(TrainOptions, steps=steps, batch=batch, lr=lr, clip_seconds=clip_seconds, val_fraction=val_fraction,
+                 val_every=val_every, patience=patience, seed=seed, device=device, mode=mode,
+                 augment_flip=not no_flip, spec_augment=not no_specaugment, max_minutes=max_minutes,
+                 threads=threads, cache=not no_cache, model=_model_options(option) or None)
+
+    def log(line: str) -> None:
+        if not quiet and not json_out:
+            sys.stderr.write(line + "\n")
 
     def go():  # type: ignore[no-untyped-def]
-        from avsync.train import TrainOptions
         from avsync.train.loop import train as train_fn
-
-        opts = TrainOptions(
-            steps=steps, batch=batch, lr=lr, clip_seconds=clip_seconds, val_fraction=val_fraction,
-            val_every=val_every, patience=patience, seed=seed, device=device, mode=mode,
-            augment_flip=not no_flip, spec_augment=not no_specaugment, max_minutes=max_minutes,
-            threads=threads, cache=not no_cache, model=model_opts or None,
-        )
-
-        def log(line: str) -> None:
-            if not quiet and not json_out:
-                sys.stderr.write(line + "\n")
 
         with rich_progress(not quiet) as progress:
             return train_fn(backend, data_dir, out, opts, resume=resume, overwrite=overwrite, progress=progress,
@@ -87,7 +74,25 @@ def train(
     res = run(go)
     if json_out:
         print_json(res.to_json())
-        return
+    else:
+        _print_result(res)
+
+
+def _model_options(option: list[str] | None) -> dict[str, object]:
+    """``--option KEY=VALUE`` pairs; a value is JSON when it parses as JSON, else a string."""
+    model_opts: dict[str, object] = {}
+    for kv in option or []:
+        if "=" not in kv:
+            fail(f"--option must be KEY=VALUE (got '{kv}')")
+        k, v = kv.split("=", 1)
+        try:
+            model_opts[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            model_opts[k.strip()] = v
+    return model_opts
+
+
+def _print_result(res) -> None:  # type: ignore[no-untyped-def]
     b, a = res.before, res.after
     typer.echo(f"{res.backend}: {res.steps} steps in {res.seconds / 60:.1f} min ({res.stopped}); "
                f"kept step {res.best_step}")

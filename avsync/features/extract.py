@@ -79,13 +79,20 @@ def _gray_small(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def probe_mode(path: str | os.PathLike) -> str:
+    """What ``mode='auto'`` picks for ``path``: 'speech', 'dance' or 'general'."""
+    from avsync.media import probe
+
+    return _probe_mode(str(path), probe(path).duration)[0]
+
+
 def _probe_mode(path: str, duration: float) -> tuple[str, dict]:
     """Look at ~N_PROBE frames spread over the clip and pick 'speech', 'dance' or 'general'."""
-    import av
+    from avsync.media import open_container
 
     times = (np.arange(N_PROBE) + 0.5) / N_PROBE * max(duration, 1e-3)
     faces, poses, sizes, seen = 0, 0, [], 0
-    with av.open(path) as c, LandmarkDetector(pose=True, face=True, static=True) as det:
+    with open_container(path) as c, LandmarkDetector(pose=True, face=True, static=True) as det:
         for frame in _probe_frames(c, times):
             w, h = detect_size(frame.width, frame.height)
             rgb = frame.to_ndarray(width=w, height=h, format="rgb24")

@@ -40,7 +40,7 @@ class TrainOptions:
     patience: int = 8  # stop after this many validations without improvement (0 = never)
     seed: int = 0  # seeds the split, the samples and the initial weights
     device: str = "auto"  # auto | cpu | cuda
-    mode: str = "general"  # visual features: general (motion grid) | dance (pose) | speech (lips)
+    mode: str = "general"  # visual features: general (motion grid) | dance (pose) | speech (lips) | auto (the data's)
     augment_flip: bool = True  # horizontal flip of the picture (keypoints / motion grid)
     spec_augment: bool = True  # SpecAugment time and frequency masks on the log-mel
     max_minutes: float | None = None  # wall-clock budget; the best checkpoint so far is kept
@@ -48,6 +48,26 @@ class TrainOptions:
     grad_clip: float = 5.0  # gradient norm clipping
     cache: bool = True  # cache extracted features on disk
     model: dict | None = None  # backend-specific model options (e.g. ablation switches)
+
+    def __post_init__(self) -> None:
+        from avsync import options as check
+        from avsync.features import MODES
+
+        for name in ("steps", "batch", "val_every", "val_samples", "threads"):
+            check.whole_within(name, getattr(self, name), 1)
+        check.whole_within("patience", self.patience, 0)
+        check.whole_within("seed", self.seed, 0)
+        check.positive("lr", self.lr, "")
+        check.at_least("weight_decay", self.weight_decay, 0.0)
+        check.positive("clip_seconds", self.clip_seconds)
+        check.at_least("val_fraction", self.val_fraction, 0.0)
+        if not self.val_fraction < 1:
+            raise check.OptionError("val_fraction", f"must be below 1 (got {self.val_fraction})")
+        check.positive("grad_clip", self.grad_clip, "")
+        check.device("device", self.device)
+        check.one_of("mode", self.mode, MODES)
+        if self.max_minutes is not None:
+            check.positive("max_minutes", self.max_minutes, "minutes")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ def train(
     check_request(out, opts, resume, overwrite)
     torch.set_num_threads(max(1, int(opts.threads)))
     device = resolve_device(opts.device)
+    opts = resolve_mode(opts, data_dir)
     tr = get_trainable(backend, mode=opts.mode, **(opts.model or {}))
     data = load_data(tr, data_dir, opts, progress)
     run = _Session(backend, tr, data, opts, device, out, data_dir, log)
@@ -120,6 +121,21 @@ def train(
     write_card(result, opts, tr.describe(_plain(run.dims)), data.train_names, data.val_names, data.window, data.fps,
                data.val_note, data_dir)
     return result
+
+
+def resolve_mode(opts: TrainOptions, data_dir: str | os.PathLike[str]) -> TrainOptions:
+    """``mode='auto'``: the mode ``auto`` picks for most of the videos (one model needs one kind
+    of visual input), ties going to the more general one."""
+    if opts.mode != "auto":
+        return opts
+    from collections import Counter
+
+    from avsync.features.extract import probe_mode
+
+    votes = Counter(probe_mode(p) for p in list_videos(data_dir))
+    order = ("general", "dance", "speech")
+    mode = max(order, key=lambda m: (votes[m], -order.index(m))) if votes else "general"
+    return replace(opts, mode=mode)
 
 
 def check_request(out: Path, opts: TrainOptions, resume: bool, overwrite: bool) -> None:
