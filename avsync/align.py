@@ -112,6 +112,7 @@ class AlignResult:
     lag_ms: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] | None = None  # the --export timeline written (path, format, segments, map sha256)
     correspondence: Correspondence | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -439,9 +440,10 @@ def align(
     *,
     map_path: str | os.PathLike[str] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
+    export_path: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> AlignResult:
-    """Re-time ``video`` to ``audio`` and write ``out`` (plus optional map and plot).
+    """Re-time ``video`` to ``audio`` and write ``out`` (plus optional map, plot and timeline).
 
     Parameters
     ----------
@@ -449,13 +451,20 @@ def align(
         The picture to re-time, and the reference audio (any container with an audio stream).
     out : path
         The re-timed video with the reference audio muxed. Written atomically.
+    map_path, plot_path, export_path : path, optional
+        The warp map (JSON), a plot (PNG) and an editorial timeline (:mod:`avsync.export`:
+        .otio, .edl, .xml, .fcpxml) of the same warp.
     """
-    _check_paths(video, audio, out, (out, map_path, plot_path), opts.overwrite)
+    if export_path is not None:
+        from avsync.export import export_format
+
+        export_format(export_path)  # an unknown format is refused before any work
+    _check_paths(video, audio, out, (out, map_path, plot_path, export_path), opts.overwrite)
     m = compute_correspondence(video, audio, opts, progress)
     with timed(m.seconds, "render"):
         plan, ftimes, stats = _render(video, audio, out, m, opts, progress)
     result = _result(out, map_path, plot_path, m, opts, plan, ftimes, stats)
-    _write_evidence(result, plan, ftimes, video, audio, opts)
+    _write_evidence(result, plan, ftimes, video, audio, opts, export_path)
     return result
 
 
@@ -521,12 +530,19 @@ def _result(out: str | os.PathLike[str], map_path: str | os.PathLike[str] | None
 
 
 def _write_evidence(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, video: str | os.PathLike[str],
-                    audio: str | os.PathLike[str], opts: AlignOptions) -> None:
-    """The optional ``--map`` JSON and ``--plot`` PNG."""
+                    audio: str | os.PathLike[str], opts: AlignOptions,
+                    export_path: str | os.PathLike[str] | None = None) -> None:
+    """The optional ``--map`` JSON, ``--export`` timeline and ``--plot`` PNG."""
     corr = result.correspondence
     assert corr is not None
-    if result.map_path:
-        write_json(result.map_path, warp_map(result, plan, ftimes, _confidence(corr)))
+    if result.map_path or export_path:
+        m = warp_map(result, plan, ftimes, _confidence(corr))
+        if result.map_path:
+            write_json(result.map_path, m)
+        if export_path:
+            from avsync.export import export_map
+
+            result.export = export_map(m, export_path, video, audio, result.audio_duration, overwrite=opts.overwrite)
     if result.plot_path:
         from avsync.plot import plot_warp
 

@@ -197,7 +197,7 @@ def _metadata(kind: str, out_rate: float, digest: str, **more: Any) -> dict[str,
 def timeline_from_plan(
     src_frames: np.ndarray, out_fps: float, src_fps: float, video: str | os.PathLike[str],
     audio: str | os.PathLike[str] | None, audio_duration: float, *, speed_effects: bool = True,
-    kind: str = "align", digest: str = "", name: str = "", fcpx: bool = False,
+    kind: str = "align", digest: str = "", name: str = "", fcpx: bool = False, audio_start: float = 0.0,
 ) -> Any:
     """An OTIO Timeline whose video track shows ``src_frames[k]`` at output frame ``k``.
 
@@ -211,6 +211,8 @@ def timeline_from_plan(
         The source video and the reference audio (``audio`` None: no audio track).
     audio_duration : float
         Seconds of reference audio on the audio track.
+    audio_start : float
+        Where in the audio file the track starts, seconds (retarget's ``--start``).
     speed_effects : bool
         Constant-speed segments with time effects (True) or frame-exact cuts at speed 1.
     """
@@ -231,8 +233,8 @@ def timeline_from_plan(
         atrack = otio.schema.Track(name="A1 (reference audio)", kind=otio.schema.TrackKind.Audio)
         n = round(audio_duration * out_rate)
         atrack.append(otio.schema.Clip(
-            name=Path(audio).stem, media_reference=_external(otio, audio, out_rate, audio_duration),
-            source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, out_rate),
+            name=Path(audio).stem, media_reference=_external(otio, audio, out_rate, audio_start + audio_duration),
+            source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(round(audio_start * out_rate), out_rate),
                                                  otio.opentime.RationalTime(n, out_rate))))
         tl.tracks.append(atrack)
     tl.metadata.update(_metadata(kind, out_rate, digest, segments=len(segs), output_frames=int(p.size),
@@ -359,7 +361,8 @@ def shown_frames(timeline: Any, src_fps: float, out_fps: float) -> np.ndarray:
 
 def export_map(
     map_obj: dict[str, Any], path: str | os.PathLike[str], video: str | os.PathLike[str],
-    audio: str | os.PathLike[str] | None, audio_duration: float, *, overwrite: bool = False,
+    audio: str | os.PathLike[str] | None, audio_duration: float, *, audio_start: float = 0.0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the timeline of an ``align`` / ``retarget`` map (the ``--map`` JSON object).
 
@@ -376,7 +379,8 @@ def export_map(
     digest = map_digest(map_obj)
     tl = timeline_from_plan(src, out_fps, src_fps, video, audio, audio_duration,
                             speed_effects=Path(path).suffix.lower() in SPEED_FORMATS,
-                            kind=str(map_obj.get("kind", "align")), digest=digest, fcpx=fmt == "fcpx_xml")
+                            kind=str(map_obj.get("kind", "align")), digest=digest, fcpx=fmt == "fcpx_xml",
+                            audio_start=audio_start)
     write_timeline(tl, path, overwrite=overwrite)
     return {"path": str(path), "format": fmt, "segments": tl.metadata["avsync"]["segments"], "map_sha256": digest}
 
@@ -393,4 +397,4 @@ def export_offset(
                               shift_s, drift_ms_per_min, digest=digest, fcpx=fmt == "fcpx_xml")
     write_timeline(tl, path, overwrite=overwrite)
     return {"path": str(path), "format": fmt, "shift_ms": round(shift_s * 1000, 3),
-            "drift_ms_per_min": round(drift_ms_per_min, 3), "sha256": digest}
+            "drift_ms_per_min": round(drift_ms_per_min, 3), "words": _slip_words(shift_s), "sha256": digest}

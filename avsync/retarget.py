@@ -185,6 +185,7 @@ class RetargetResult:
     music_beats: Beats | None = None
     visual_beats: Beats | None = None
     matches: list[Match] = field(default_factory=list)
+    export: dict[str, Any] | None = None  # the --export timeline written (path, format, segments, map sha256)
 
     def to_json(self) -> dict[str, Any]:
         skip = {"correspondence", "unwrapped", "music_beats", "visual_beats", "matches"}
@@ -599,6 +600,7 @@ def retarget(
     *,
     map_path: str | os.PathLike[str] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
+    export_path: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> RetargetResult:
     """Warp ``dance`` onto ``music`` and write ``out`` with the music muxed.
@@ -615,6 +617,8 @@ def retarget(
     opts : RetargetOptions
     map_path, plot_path : path, optional
         Also write the time map (JSON) and a plot of both beat trains and the warp (PNG).
+    export_path : path, optional
+        An editorial timeline of the same warp (:mod:`avsync.export`: .otio, .edl, .xml, .fcpxml).
     progress : Progress, optional
 
     Returns
@@ -633,7 +637,11 @@ def retarget(
     OutputError
         An output exists without ``overwrite``, or cannot be written.
     """
-    _check_paths(dance, music, (out, map_path, plot_path), opts.overwrite)
+    if export_path is not None:
+        from avsync.export import export_format
+
+        export_format(export_path)  # an unknown format is refused before any work
+    _check_paths(dance, music, (out, map_path, plot_path, export_path), opts.overwrite)
     secs: dict[str, float] = {}
     with timed(secs, "music_beats"):
         has_audio = _probe_dance(dance)
@@ -650,7 +658,7 @@ def retarget(
         with timed(secs, "render"):
             _render(dance, music, out, inp, plan.unwrapped, opts, progress)
     result = _result(out, map_path, plot_path, inp, plan, opts, secs)
-    _write_evidence(result, dance, music)
+    _write_evidence(result, dance, music, export_path, opts.overwrite)
     return result
 
 
@@ -811,12 +819,20 @@ def _result(out: str | os.PathLike[str] | None, map_path: str | os.PathLike[str]
     )
 
 
-def _write_evidence(result: RetargetResult, dance: str | os.PathLike[str], music: str | os.PathLike[str]) -> None:
-    """The optional ``--map`` JSON and ``--plot`` PNG."""
-    if result.map_path:
-        from avsync.outputs import write_json
+def _write_evidence(result: RetargetResult, dance: str | os.PathLike[str], music: str | os.PathLike[str],
+                    export_path: str | os.PathLike[str] | None = None, overwrite: bool = False) -> None:
+    """The optional ``--map`` JSON, ``--export`` timeline and ``--plot`` PNG."""
+    if result.map_path or export_path:
+        m = time_map_json(result)
+        if result.map_path:
+            from avsync.outputs import write_json
 
-        write_json(result.map_path, time_map_json(result))
+            write_json(result.map_path, m)
+        if export_path:
+            from avsync.export import export_map
+
+            result.export = export_map(m, export_path, dance, music, result.output_duration,
+                                       audio_start=result.start, overwrite=overwrite)
     if result.plot_path:
         plot_retarget(result, result.plot_path, title=f"avsync retarget — {Path(dance).name} to {Path(music).name}")
 

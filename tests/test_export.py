@@ -119,3 +119,102 @@ def test_unknown_suffix_and_existing_output_are_refused(tmp_path):
     with pytest.raises(OutputError):
         ex.write_timeline(tl, p)
     assert p.read_text() == "keep"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _distorted_pair(d):
+    """A synthetic clip and its picture slowed, frozen, sped up and shifted (as test_align's)."""
+    from avsync.synthetic import write_clip
+
+    fps, seconds = 25, 10.0
+    n = int(seconds * fps)
+    speeds = [1.0] * 25 + [0.75] * 75 + [0.0] * 5 + [1.35] * 75 + [1.0] * 200
+    src, t = [], -6.0
+    for s in speeds:
+        src.append(t)
+        t += s
+    plan = np.clip(np.floor(np.array(src)).astype(int), 0, n - 1)
+    plan = plan[: int(np.searchsorted(plan, n - 1)) + 1]
+    write_clip(d / "orig.mp4", seconds=seconds, fps=fps, seed=3)
+    write_clip(d / "dist.mp4", seconds=seconds, fps=fps, seed=3, plan=plan)
+    return d / "orig.mp4", d / "dist.mp4"
+
+
+def _avsync(*args, env=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "avsync", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_align_export_shows_the_map_frames_in_every_format(tmp_path, monkeypatch):
+    """`avsync align --export` on a warped clip with freezes and skips; the timeline read back by
+    OTIO shows the map's source frame at every output frame (±1), and so do the other formats
+    written from the same map."""
+    monkeypatch.setenv("AVSYNC_CACHE", str(tmp_path / "cache"))
+    orig, dist = _distorted_pair(tmp_path)
+    out, mp, tl = tmp_path / "out.mp4", tmp_path / "map.json", tmp_path / "warp.edl"
+    r = _avsync("align", dist, "--audio", orig, "-o", out, "--map", mp, "--export", tl, "--json", "--max-shift", "1.5")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    m = json.loads(mp.read_text())
+    src = np.array([f["src_frame"] for f in m["frames"]])
+    assert len(np.unique(src)) < len(src) and np.max(np.diff(src)) >= 2  # the warp repeats and skips frames
+    assert summary["export"]["map_sha256"] == ex.map_digest(m)
+    assert summary["export"]["format"] == "cmx_3600"
+    fps = m["output_fps"]
+    paths = [tl]
+    for suffix in (".otio", ".xml", ".fcpxml"):
+        paths.append(tmp_path / f"warp{suffix}")
+        ex.export_map(m, paths[-1], dist, orig, summary["audio_duration"])
+    for p in paths:
+        shown = ex.shown_frames(ex.read_timeline(p, rate=fps), m["source_fps"], fps)
+        assert len(shown) == len(src), p.suffix
+        assert np.abs(np.round(shown) - src).max() <= 1, p.suffix
+    assert "M2" in tl.read_text()  # speed effects in the EDL
+    back = ex.read_timeline(paths[1])
+    assert back.metadata["avsync"]["sha256"] == ex.map_digest(m)
+
+
+def test_detect_offset_export_slips_the_audio(tmp_path, monkeypatch):
+    from tests.mediagen import make_avsynctest
+
+    monkeypatch.setenv("AVSYNC_CACHE", str(tmp_path / "cache"))
+    clip = make_avsynctest(str(tmp_path / "c.mp4"), seconds=6, audio_shift=0.2, period=1.3)
+    tl = tmp_path / "slip.otio"
+    r = _avsync("detect-offset", clip, "--export", tl, "--json")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert abs(obj["offset_ms"] - 200) < 5
+    assert obj["export"]["words"] == f"audio delayed by {round(obj['offset_ms'])} ms"
+    back = ex.read_timeline(tl)
+    a = next(t for t in back.tracks if t.kind == otio.schema.TrackKind.Audio)
+    assert isinstance(a[0], otio.schema.Gap)
+    assert a[0].source_range.duration.to_seconds() == pytest.approx(0.2, abs=0.021)
+    # an EDL cannot carry an audio slip: refused in one line, nothing written
+    bad = _avsync("detect-offset", clip, "--export", tmp_path / "slip.edl")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "slip.edl").exists()
+
+
+def test_retarget_export_and_unknown_format(tmp_path):
+    from tests.mediagen import write_audio, write_frames_video
+    from tests.test_retarget import _block_frames, _click_track
+
+    dance, music = tmp_path / "dance.mp4", tmp_path / "music.wav"
+    write_frames_video(str(dance), _block_frames(6.0, 25), 25)
+    write_audio(str(music), _click_track(120, 4.0)[0], 22050)
+    mp, tl = tmp_path / "map.json", tmp_path / "t.otio"
+    r = _avsync("retarget", dance, music, "-o", tmp_path / "o.mp4", "--map", mp, "--export", tl, "--json",
+                "--mode", "general")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(mp.read_text())
+    src = np.floor(np.array([f["src_time"] for f in m["frames"]]) * m["fps"] + 1e-6)
+    shown = ex.shown_frames(ex.read_timeline(tl), m["fps"], m["fps"])
+    assert len(shown) == len(src) and np.abs(np.round(shown) - src).max() <= 1
+    bad = _avsync("retarget", dance, music, "-o", tmp_path / "o2.mp4", "--export", tmp_path / "t.mov")
+    assert bad.returncode == 1 and "cannot export a timeline as '.mov'" in bad.stderr
+    assert not (tmp_path / "o2.mp4").exists()

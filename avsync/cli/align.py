@@ -28,6 +28,9 @@ def align(
     max_speed: Annotated[float, typer.Option("--max-speed", help="Fastest source speed-up allowed.")] = D.max_speed,
     map_path: Annotated[Path | None, typer.Option("--map", help="Write the warp map (JSON).")] = None,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a plot of the warp (PNG).")] = None,
+    export_path: Annotated[Path | None, typer.Option(
+        "--export", help="Write an editorial timeline of the warp: .otio, .edl (CMX 3600), .xml (FCP 7), .fcpxml.")]
+    = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
     crf: Annotated[int, typer.Option(help="libx264 quality (lower = better).")] = D.crf,
     preset: Annotated[str, typer.Option(help="libx264 preset.", **choice(X264_PRESETS, "--preset"))] = D.preset,
@@ -55,6 +58,7 @@ def align(
     )
     with rich_progress(not json_out) as progress:
         result = run(lambda: do_align(video, audio, output, opts, map_path=map_path, plot_path=plot_path,
+                                      export_path=export_path,
                                       progress=progress))
     if json_out:
         print_json(result.to_json())
@@ -94,4 +98,6 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
         t.add_row("map", r.map_path)
     if r.plot_path:
         t.add_row("plot", r.plot_path)
+    if r.export:
+        t.add_row("timeline", f"{r.export['path']} ({r.export['format']}, {r.export['segments']} segments)")
     c.print(t)

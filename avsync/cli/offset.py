@@ -35,6 +35,9 @@ def detect_offset_cmd(
         "--shift-ms", help="With --fix: cancel this offset (ms, + = audio leads) instead of the measured one.",
     )] = None,
     fix_drift: Annotated[bool, typer.Option("--fix-drift", help="With --fix: also cancel the measured drift.")] = False,
+    export_path: Annotated[Path | None, typer.Option(
+        "--export", help="Write an editorial timeline with the audio slipped as --fix would: .otio, .xml, .fcpxml.")]
+    = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     device: Annotated[str, typer.Option(help=" | ".join(DEVICE_CHOICES) + " (learned backends).")] = _D.device,
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint name or path (learned backends).")] = None,
@@ -46,35 +49,42 @@ def detect_offset_cmd(
     """
     opts = build(OffsetOptions, backend=backend, mode=mode, max_shift=max_shift, window=window, device=device,
                  checkpoint=checkpoint)
-    _check_paths(clip, fix, plot_path, shift_ms, fix_drift, overwrite)
+    _check_paths(clip, fix, plot_path, shift_ms, fix_drift, overwrite, export_path)
     result = None
-    if shift_ms is None or plot_path is not None or fix is None:  # a given shift needs no measurement
-        result = _measure(clip, opts, progress=not json_out)
+    if shift_ms is None or plot_path is not None or export_path is not None or fix is None:
+        result = _measure(clip, opts, progress=not json_out)  # (a given shift alone needs no measurement)
     if plot_path is not None:
         from avsync.offset import plot_offset
 
         run(lambda: plot_offset(result, plot_path))
     fixed = _write_fix(clip, fix, result, shift_ms, fix_drift, overwrite) if fix is not None else None
+    exported = _export(export_path, result, shift_ms, fix_drift, overwrite) if export_path is not None else None
     if json_out:
-        _print_json(clip, result, fixed, plot_path)
+        _print_json(clip, result, fixed, plot_path, exported)
     else:
-        _print_table(result, fixed, plot_path)
+        _print_table(result, fixed, plot_path, exported)
     if check and result is not None and not result.in_sync:
         raise typer.Exit(3)
 
 
 def _check_paths(clip: Path, fix: Path | None, plot_path: Path | None, shift_ms: float | None,
-                 fix_drift: bool, overwrite: bool) -> None:
+                 fix_drift: bool, overwrite: bool, export_path: Path | None = None) -> None:
     """Refuse flag combinations and outputs before any work is done."""
-    if (shift_ms is not None or fix_drift) and fix is None:
-        fail("--shift-ms and --fix-drift need --fix OUT")
+    if (shift_ms is not None or fix_drift) and fix is None and export_path is None:
+        fail("--shift-ms and --fix-drift need --fix OUT or --export TIMELINE")
+    if export_path is not None:
+        from avsync.export import export_format
+
+        run(lambda: export_format(export_path))
+        if export_path.suffix.lower() == ".edl":
+            fail("an EDL carries one picture track and no audio slip: export .otio, .xml or .fcpxml")
     if shift_ms is not None and fix_drift:
         fail("--shift-ms and --fix-drift cannot be combined (drift is measured, the shift is given)")
     if not clip.is_file():
         fail(f"no such file: '{clip}'")
     from avsync.outputs import check_output
 
-    for out in (fix, plot_path):
+    for out in (fix, plot_path, export_path):
         if out is not None:
             if out.resolve() == clip.resolve():
                 fail("an output would overwrite the input clip")
@@ -104,16 +114,33 @@ def _write_fix(clip: Path, fix: Path, result: Any, shift_ms: float | None, fix_d
     return fixed
 
 
-def _print_json(clip: Path, result: Any, fixed: dict[str, Any] | None, plot_path: Path | None) -> None:
+def _export(path: Path, result: Any, shift_ms: float | None, fix_drift: bool, overwrite: bool) -> dict[str, Any]:
+    """The timeline of the clip with its audio slipped by what --fix would shift it."""
+    from avsync.errors import CannotMeasure
+    from avsync.export import export_offset
+    from avsync.offset import fix_plan
+
+    try:
+        plan = fix_plan(result, shift_ms=shift_ms, fix_drift=fix_drift)
+    except CannotMeasure as e:
+        fail(f"{e}; give --shift-ms to force a shift", e.exit_code)
+    return run(lambda: export_offset(result, path, plan.shift_s, plan.drift_ms_per_min, result.duration,
+                                     overwrite=overwrite))
+
+
+def _print_json(clip: Path, result: Any, fixed: dict[str, Any] | None, plot_path: Path | None,
+                exported: dict[str, Any] | None = None) -> None:
     obj = result.to_json() if result is not None else {"file": str(clip)}
     if fixed is not None:
         obj["fix"] = fixed
+    if exported is not None:
+        obj["export"] = exported
     if plot_path is not None:
         obj["plot"] = str(plot_path)
     print_json(obj)
 
 
-def _print_table(r, fixed, plot_path) -> None:  # type: ignore[no-untyped-def]
+def _print_table(r, fixed, plot_path, exported=None) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
     from rich.table import Table
 
@@ -141,4 +168,6 @@ def _print_table(r, fixed, plot_path) -> None:  # type: ignore[no-untyped-def]
                            f"drift {fixed['drift_ms_per_min']:+.1f} ms/min; audio {fixed['audio']}, video copied)")
     if plot_path is not None:
         t.add_row("plot", str(plot_path))
+    if exported is not None:
+        t.add_row("timeline", f"{exported['path']} ({exported['format']}: {exported['words']})")
     c.print(t)

@@ -29,6 +29,9 @@ def retarget(
     map_path: Annotated[Path | None, typer.Option("--map", help="Write the time map (JSON).")] = None,
     plot_path: Annotated[Path | None, typer.Option(
         "--plot", help="Write a plot of both beat trains and the warp (PNG).")] = None,
+    export_path: Annotated[Path | None, typer.Option(
+        "--export", help="Write an editorial timeline of the warp: .otio, .edl (CMX 3600), .xml (FCP 7), .fcpxml.")]
+    = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
     mode: Annotated[str, typer.Option(
         help="Visual beats from pose-joint stops (dance) or from motion stops (speech, general); "
@@ -46,7 +49,7 @@ def retarget(
                  crf=crf, preset=preset, overwrite=overwrite, cache=not no_cache)
     with rich_progress(not json_out) as progress:
         result = run(lambda: do_retarget(dance, music, output, opts, map_path=map_path,
-                                          plot_path=plot_path, progress=progress))
+                                          plot_path=plot_path, export_path=export_path, progress=progress))
     if json_out:
         print_json(result.to_json())
         return
@@ -73,4 +76,6 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
         t.add_row("map", r.map_path)
     if r.plot_path:
         t.add_row("plot", r.plot_path)
+    if r.export:
+        t.add_row("timeline", f"{r.export['path']} ({r.export['format']}, {r.export['segments']} segments)")
     c.print(t)
