@@ -30,7 +30,6 @@ media time is ``start + j * time_scalar``). The tests use it to check every expo
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -162,10 +161,9 @@ def _rate(fps: float, fcpx: bool = False) -> float:
 
 def map_digest(obj: Any) -> str:
     """sha256 of a map as ``--map`` writes it (avsync.outputs.write_json's serialisation)."""
-    from avsync.outputs import _default
+    from avsync.outputs import json_text
 
-    text = json.dumps(obj, indent=1, default=_default) + "\n"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(json_text(obj).encode()).hexdigest()
 
 
 def _external(otio: Any, path: str | os.PathLike[str], rate: float, duration_s: float) -> Any:

@@ -94,13 +94,17 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None], *,
         write(tmp)
 
 
+def json_text(obj: Any, *, indent: int = 1) -> str:
+    """``obj`` as :func:`write_json` writes it: JSON (numpy values converted) plus a newline."""
+    return json.dumps(obj, indent=indent, default=_default) + "\n"
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 1, mode: int | None = None) -> None:
     """Write ``obj`` as JSON (numpy values converted) plus a newline, atomically."""
 
     def _w(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, default=_default)
-            f.write("\n")
+            f.write(json_text(obj, indent=indent))
 
     write_atomic(path, _w, mode=mode)
 

@@ -28,9 +28,9 @@ import numpy as np
 
 from avsync import __version__
 from avsync import options as check
-from avsync.beats import Beats, beat_align_score
 from avsync.errors import CannotMeasure, InputError
 from avsync.features import MODES
+from avsync.features.beats import Beats, beat_align_score
 from avsync.options import X264_PRESETS
 from avsync.progress import Progress, timed
 from avsync.types import Correspondence
@@ -90,7 +90,7 @@ class RetargetInputs:
     sr : int
         Sample rate of ``music``.
     visual_beats, music_beats : Beats
-        Beats found by :mod:`avsync.beats` (dance clock / song clock).
+        Beats found by :mod:`avsync.features.beats` (dance clock / song clock).
     dance_duration, music_duration : float
         Seconds.
     fps : float
@@ -694,7 +694,7 @@ MUSIC_SR = 22050
 def _music(music: str | os.PathLike[str], opts: RetargetOptions) -> tuple[np.ndarray, int, Beats]:
     """The new music (mono at MUSIC_SR) and its beats; refuse music too short or without a pulse."""
     from avsync import media
-    from avsync.beats import music_beats
+    from avsync.features.beats import music_beats
 
     if not media.probe(music).has_audio:
         raise InputError(f"no audio stream in '{music}'")
@@ -713,7 +713,7 @@ def _music(music: str | os.PathLike[str], opts: RetargetOptions) -> tuple[np.nda
 def _own_beats(dance: str | os.PathLike[str]) -> Beats | None:
     """Beats of the dance's own soundtrack (None when it cannot be read or is empty)."""
     from avsync import media
-    from avsync.beats import music_beats
+    from avsync.features.beats import music_beats
 
     try:
         ya = media.load_audio(dance, sr=MUSIC_SR)
@@ -725,7 +725,7 @@ def _own_beats(dance: str | os.PathLike[str]) -> Beats | None:
 def _dance_beats(dance: str | os.PathLike[str], own: Beats | None, opts: RetargetOptions,
                  progress: Progress | None) -> tuple[Any, Beats]:
     """The dance's visual features and its visual beats (see RetargetOptions.mode)."""
-    from avsync.beats import visual_beats
+    from avsync.features.beats import visual_beats
     from avsync.features.extract import extract_visual
 
     vf = extract_visual(dance, opts.mode, cache=opts.cache, progress=progress)

@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--out", default="out/retarget_bench")
     ap.add_argument("--seconds", type=float, default=20.0)
     args = ap.parse_args()
-    from avsync.beats import beat_align_score, music_beats, visual_beats
+    from avsync.features.beats import beat_align_score, music_beats, visual_beats
     from avsync.features.extract import extract_visual
     from avsync.media import load_audio
     from avsync.retarget import RetargetOptions, retarget

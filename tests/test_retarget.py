@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from avsync.beats import (
+from avsync.errors import InputError
+from avsync.features.beats import (
     Beats,
     beat_align_score,
     beats_from_speed,
@@ -15,7 +16,6 @@ from avsync.beats import (
     music_beats,
     stop_novelty,
 )
-from avsync.errors import InputError
 from avsync.retarget import RetargetOptions, map_beats, plan_retarget, score_before_after
 
 
