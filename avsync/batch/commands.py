@@ -131,17 +131,11 @@ def run_detect_offset(inputs: list[Path], output: Path | None, options: dict, ov
 
 def _write_fix(res: Any, clip: Path, output: Path, fix_drift: bool, overwrite: bool) -> dict:
     """The corrected copy of ``clip`` (``--fix``), from the measurement ``res``."""
-    from avsync.errors import CannotMeasure
+    from avsync.offset import fix_plan
     from avsync.remux import write_shifted
 
-    if res.verdict == "cannot tell":
-        raise CannotMeasure(f"cannot fix: the offset could not be measured with confidence "
-                            f"({res.confidence:.2f})")
-    shift = res.offset_s
-    if not fix_drift and res.verdict == "drifting":
-        shift = res.offset_at(res.duration / 2)
-    fixed = write_shifted(clip, output, shift,
-                          drift_ms_per_min=res.drift_ms_per_min if fix_drift else 0.0, overwrite=overwrite)
+    plan = fix_plan(res, fix_drift=fix_drift)  # the one --fix policy (refuses "cannot tell")
+    fixed = write_shifted(clip, output, plan.shift_s, drift_ms_per_min=plan.drift_ms_per_min, overwrite=overwrite)
     return {**fixed, "output": str(output)}
 
 
