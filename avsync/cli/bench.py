@@ -20,9 +20,19 @@ def bench(
     backend: Annotated[str, typer.Option(
         help="Comma-separated backends to compare; NAME:CHECKPOINT benches a checkpoint of your own.")] = "classical",
     seed: Annotated[int, typer.Option(help="Seed of the random distortions and shifts.")] = D.seed,
-    max_clips: Annotated[int | None, typer.Option("--max-clips", help="Use only the first N clips.")] = D.max_clips,
-    protocol: Annotated[str, typer.Option(help="Both protocols, or one of them.",
-                                          **choice(PROTOCOLS, "--protocol"))] = PROTOCOLS[0],
+    max_clips: Annotated[int | None, typer.Option(
+        "--max-clips", help="Use only the first N clips (--protocol real: per category).")] = D.max_clips,
+    protocol: Annotated[str, typer.Option(
+        help="The papers' protocols on clips cut from DATA_DIR (all, nonuniform, offset), or 'real': the "
+             "real-footage protocol (per category, with 'do nothing' beside) on DATA_DIR's clips.",
+        **choice((*PROTOCOLS, "real"), "--protocol"))] = PROTOCOLS[0],
+    part: Annotated[str, typer.Option(
+        help="With --protocol real: the check part of DATA_DIR's split by source (MANIFEST.tsv), the fit part, "
+             "or all.", **choice(("check", "fit", "all"), "--part"))] = "check",
+    task: Annotated[str, typer.Option(
+        help="With --protocol real: detect-offset cases, align cases (picture and camera microphone), or both.",
+        **choice(("offset", "align", "both"), "--task"))] = "both",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="With --protocol real: worker processes.")] = 1,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = D.device,
     soundtrack: Annotated[bool, typer.Option(
         "--soundtrack/--no-soundtrack",
@@ -37,6 +47,9 @@ def bench(
     names = [b.strip() for b in backend.split(",") if b.strip()]
     if not names:
         fail("--backend names no backend")
+    if protocol == "real":
+        _real(data_dir, names, part, task, jobs, max_clips, json_out, markdown)
+        return
     from avsync.evaluation.protocol import markdown_table, run_bench
 
     opts = build(BenchOptions, seed=seed, max_clips=max_clips, device=device, soundtrack=soundtrack,
@@ -79,3 +92,38 @@ def _print_table(res: Any, data_dir: Path) -> None:
     for r in res.rows:
         for e in r.errors[:5]:
             c.print(f"[yellow]{r.backend}: {e}")
+
+
+def _real(data_dir: Path, names: list[str], part: str, task: str, jobs: int, max_clips: int | None,
+          json_out: bool, markdown: Path | None) -> None:
+    """``--protocol real``: every backend's detect-offset and align on the real-footage cases."""
+    import sys
+
+    from avsync.evaluation import real
+    from avsync.evaluation.protocol import split_backend
+
+    if jobs < 1:
+        fail(f"--jobs must be at least 1 (got {jobs})")
+    specs = [split_backend(n) for n in names]
+    estimators = {n: real.BackendOffset(b, c) for n, (b, c) in zip(names, specs, strict=True)}
+    aligners: dict[str, object] = {}
+    if task in ("align", "both"):
+        aligners = {"avsync": None}
+    if task == "align":
+        estimators = {}
+
+    def log(line: str) -> None:
+        if not json_out:
+            sys.stderr.write(line + "\n")
+
+    res = run(lambda: real.run_real(data_dir, part=part, estimators=estimators, aligners=aligners,  # type: ignore[arg-type]
+                                    limit=max_clips, jobs=jobs, log=log))
+    md = res.markdown()
+    if markdown:
+        from avsync.outputs import write_atomic
+
+        write_atomic(markdown, lambda tmp: Path(tmp).write_text(md + "\n"))
+    if json_out:
+        print_json(res.to_json())
+    else:
+        typer.echo(f"real-footage protocol, part {part}: {res.n_clips} clips, {res.seconds:.0f} s\n\n{md}")
