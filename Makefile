@@ -15,10 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	mkdir -p out
-	@echo "== 1/2: Big Buck Bunny excerpt, picture warped by avsync.warps, aligned back to its sound"
-	$(VENV)/bin/avsync align examples/bbb_distorted.mp4 --audio examples/bbb_excerpt.mp4 \
+	@echo "== 1/2: Big Buck Bunny excerpt filmed by a camera whose clock ran off (speed changes, a freeze,"
+	@echo "        skips) with its own sound on the camera's microphone, aligned back to the clean track"
+	$(VENV)/bin/avsync align examples/bbb_camera.mp4 --audio examples/bbb_excerpt.mp4 \
 		-o out/demo_aligned.mp4 --map out/demo_map.json --plot out/demo_plot.png --overwrite
-	$(PY) examples/check_demo.py out/demo_map.json examples/bbb_distorted.plan.json
+	$(PY) examples/check_demo.py out/demo_map.json examples/bbb_camera.plan.json
 	@echo "== 2/2: synthetic flashes with beeps (random times), picture slowed, frozen, sped up, shifted"
 	$(VENV)/bin/avsync align examples/flashes_distorted.mp4 --audio examples/flashes.mp4 \
 		-o out/demo_flashes_aligned.mp4 --map out/demo_flashes_map.json --plot out/demo_flashes_plot.png --overwrite
