@@ -119,7 +119,7 @@ def real_footage(backends: list[str], part: str) -> list[str]:
     estimators = {b: real.BackendOffset(b) for b in backends}
     res = real.run_real(real.DEFAULT_MEDIA, part=part, estimators=estimators, aligners={"avsync": None}, jobs=2,
                         log=lambda line: print(line, flush=True))
-    md = real.RealResult.markdown(res)
+    md = res.markdown()
     print(f"\n## real footage ({part})\n{md}", flush=True)
     return ["## Real footage", "",
             f"Protocol: avsync.evaluation.real (issue 13) on the {res.n_clips} clips of the **{part}** part of "
