@@ -124,7 +124,7 @@ def _cli(args):
     (["retarget", "d.mp4", "m.wav", "-o", "o.mp4", "--mode", "karaoke"],
      "avsync: error: --mode must be one of auto, dance, speech, general (got 'karaoke')"),
     (["bench", ".", "--protocol", "both"],
-     "avsync: error: --protocol must be one of all, nonuniform, offset (got 'both')"),
+     "avsync: error: --protocol must be one of all, nonuniform, offset, real (got 'both')"),
     (["bench", ".", "--max-clips", "0"],
      "avsync: error: --max-clips must be a whole number >= 1 (got 0)"),
 ])
