@@ -252,14 +252,16 @@ def _crop(sig: Signal | None, t0: float, t1: float) -> Signal | None:
     return Signal(out, sig.rate, 0.0)
 
 
-def _crop_audio(a: Any, t0: float, t1: float) -> Any:
+def crop_audio(a: Any, t0: float, t1: float) -> Any:
+    """Audio features for times [t0, t1) of the clip, re-based to start 0 (zero-padded outside)."""
     return dataclasses.replace(
         a, onset=_crop(a.onset, t0, t1), speech=_crop(a.speech, t0, t1),
         logmel=_crop(a.logmel, t0, t1), duration=t1 - t0,
     )
 
 
-def _crop_visual(v: Any, t0: float, t1: float) -> Any:
+def crop_visual(v: Any, t0: float, t1: float) -> Any:
+    """Visual features for picture times [t0, t1), re-based to start 0 (zero-padded outside)."""
     ft = np.asarray(v.frame_times)
     return dataclasses.replace(
         v, envelope=_crop(v.envelope, t0, t1), grid=_crop(v.grid, t0, t1),
@@ -543,8 +545,8 @@ def measure_windows(backend: Any, afeat: Any, vfeat: Any, offset: float, picture
     search = float(min(opts.window_search, max_shift, opts.window / 3))
     for s in _window_starts(picture_duration, opts.window, hop):
         e = s + opts.window
-        aw = _crop_audio(afeat, s - offset, e - offset)
-        vw = _crop_visual(vfeat, s, e)
+        aw = crop_audio(afeat, s - offset, e - offset)
+        vw = crop_visual(vfeat, s, e)
         try:
             r = backend.offset(aw, vw, search)
         except CannotMeasure:

@@ -31,6 +31,8 @@ from avsync import options as check
 from avsync.backends import BackendInfo, register
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
+from avsync.features.audio import envelope_on_grid
+from avsync.features.lip_loudness import LipLoudness, applies, load, loudness_target
 from avsync.types import Affinity, Offset, Signal
 
 __all__ = ["ClassicalOptions", "ClassicalBackend", "prepare_envelope", "local_ncc", "global_xcorr", "fisher_score"]
@@ -61,6 +63,11 @@ class ClassicalOptions:
     # A lag whose overlap (audio rows with picture present) is below this fraction of the
     # window / clip has its score scaled down proportionally.
     min_overlap: float = 0.5
+    # Speech: correlate the speech level with the loudness the whole lip shape implies
+    # (avsync.features.lip_loudness, fitted on real talking faces) instead of the mouth
+    # opening. On the real-footage check part (speech, 136 simulated cases): within ±1 frame
+    # 0.32 against 0.26, grid Acc@1 0.51 against 0.33.
+    lip_filter: bool = True
 
     def __post_init__(self) -> None:
         wins = (self.window_seconds,) if isinstance(self.window_seconds, (int, float)) else self.window_seconds
@@ -117,16 +124,10 @@ def prepare_envelope(x: np.ndarray, rate: float, opts: ClassicalOptions, peaky: 
     return x / sd if sd > 1e-9 else np.zeros_like(x)
 
 
-def _resample_envelope(sig: Signal, rate: float, n: int) -> np.ndarray:
-    """Box-filter ``sig`` over one target period (anti-aliasing) and sample it at ``k / rate``."""
-    from scipy.ndimage import uniform_filter1d
-
-    v = np.asarray(sig.values[:, 0], dtype=np.float64)
-    width = int(round(sig.rate / rate))
-    if width >= 2:
-        v = uniform_filter1d(v, width, mode="nearest")
-    t_new = np.arange(n) / rate
-    return np.interp(t_new, sig.times, v)
+def _lip_model(visual: VisualFeatures, opts: ClassicalOptions) -> LipLoudness | None:
+    if not opts.lip_filter or not applies(visual):
+        return None
+    return load()
 
 
 def _use_speech(visual: VisualFeatures) -> bool:
@@ -145,8 +146,15 @@ def _envelopes(
     n_a = int(math.floor(len(src) / src.rate * rate + 1e-9))
     if n_a < 2 or len(visual.envelope) < 2:
         raise CannotMeasure("too short to measure (fewer than two frames of audio or picture)")
-    a = prepare_envelope(_resample_envelope(src, rate, n_a), rate, opts, peaky=not speech)
-    v = prepare_envelope(visual.envelope.values[:, 0], rate, opts, peaky=visual.kind != "lips")
+    lips = _lip_model(visual, opts)
+    if lips is not None:
+        # the lip-shape filter's prediction against the floored speech level (see
+        # avsync.features.lip_loudness): both standardised levels, nothing else to prepare
+        a = loudness_target(envelope_on_grid(src, rate, n_a))
+        v = lips.predict(visual)
+    else:
+        a = prepare_envelope(envelope_on_grid(src, rate, n_a), rate, opts, peaky=not speech)
+        v = prepare_envelope(visual.envelope.values[:, 0], rate, opts, peaky=visual.kind != "lips")
     if not a.any():
         raise CannotMeasure("the audio envelope is flat (silence?)")
     if not v.any():

@@ -157,6 +157,18 @@ def onset_envelope(y: np.ndarray, sr: int, rate: float = 100.0) -> Signal:
     return Signal(_normalise(out), rate, 0.0)
 
 
+def envelope_on_grid(sig: Signal, rate: float, n: int) -> np.ndarray:
+    """``sig`` (column 0) box-filtered over one target period (anti-aliasing) and sampled at ``k / rate``."""
+    from scipy.ndimage import uniform_filter1d
+
+    v = np.asarray(sig.values[:, 0], dtype=np.float64)
+    width = int(round(sig.rate / rate))
+    if width >= 2:
+        v = uniform_filter1d(v, width, mode="nearest")
+    t_new = np.arange(n) / rate
+    return np.interp(t_new, sig.times, v)
+
+
 def speech_envelope(y: np.ndarray, sr: int, rate: float = 100.0, win: float = 0.025) -> Signal:
     """Speech-band (300–3000 Hz) log-RMS envelope on an exact ``rate`` grid.
 
