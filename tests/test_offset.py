@@ -230,7 +230,7 @@ def test_avsynctest_shift_recovered_within_2ms(tmp_path: Path, fps: float, shift
     assert r.offset_s == pytest.approx(shift, abs=0.002), r
     assert r.method == "events"
     # Periodic pattern (once per second): ambiguity is reported, confidence capped.
-    assert r.extra["period_s"] == pytest.approx(1.0, abs=0.05)
+    assert r.extra["period"] == pytest.approx(1.0, abs=0.05)
     assert r.confidence == pytest.approx(0.5)
     assert "ambiguous" in r.note
 
@@ -242,7 +242,7 @@ def test_irregular_content_sign_and_frame_accuracy(tmp_path: Path) -> None:
         r = detect_offset(clip)
         assert abs(r.offset_s - shift) <= 1 / 25, (shift, r)
         assert r.confidence > 0.3
-        assert r.extra["period_s"] is None
+        assert r.extra["period"] is None
 
 
 def test_one_second_shift_is_not_aliased(tmp_path: Path) -> None:
