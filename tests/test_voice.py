@@ -41,16 +41,23 @@ def test_version_alone_in_a_real_process():
     assert p.stdout == f"avsync {__version__}\n" and p.stderr == ""
 
 
-COMMANDS = [["align"], ["detect-offset"], ["retarget"], ["batch"], ["train"], ["bench"], ["models", "list"],
+def test_version_in_process_and_in_the_help():
+    r = _cli(["--version"])
+    assert r.exit_code == 0 and r.stdout == f"avsync {__version__}\n"
+    r = _cli(["--help"])
+    assert r.exit_code == 0 and re.search(r"--version\s{2,}Print the version", r.stdout), r.stdout
+
+
+COMMANDS = [[], ["align"], ["detect-offset"], ["retarget"], ["batch"], ["train"], ["bench"], ["models", "list"],
             ["models", "fetch"], ["models", "verify"]]
 
 
-@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "avsync")
 def test_help_shows_booleans_as_plain_flags(cmd):
     r = _cli([*cmd, "--help"])
     assert r.exit_code == 0, r.output
     assert "<bool>" not in r.output and "--help" in r.output
-    if cmd[0] in ("align", "detect-offset", "retarget"):
+    if cmd[:1] in (["align"], ["detect-offset"], ["retarget"]):
         assert re.search(r"--json\s{2,}\w", r.output), r.output  # the flag, then its help: no value
 
 
