@@ -116,10 +116,16 @@ class AlignResult:
     correspondence: Correspondence | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object, in the names of :mod:`avsync.vocabulary`."""
         d = asdict(self)
         d.pop("correspondence", None)
         d["convention"] = CONVENTION
-        return d
+        return {JSON_NAMES.get(k, k): v for k, v in d.items()}
+
+
+# Attribute -> JSON key where they differ (the JSON speaks avsync.vocabulary).
+JSON_NAMES = {"map_path": "map", "plot_path": "plot", "source_fps": "fps", "audio_duration": "output_duration",
+              "confidence_mean": "confidence", "seconds": "stage_seconds"}
 
 
 class Measured(NamedTuple):

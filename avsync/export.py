@@ -281,10 +281,9 @@ def timeline_from_offset(
 
 
 def _slip_words(shift_s: float) -> str:
-    ms = round(shift_s * 1000)
-    if ms == 0:
-        return "audio left in place"
-    return f"audio delayed by {ms} ms" if ms > 0 else f"audio {-ms} ms earlier"
+    from avsync.types import describe_shift
+
+    return describe_shift(shift_s)
 
 
 # --------------------------------------------------------------------------- writing / reading

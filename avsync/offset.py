@@ -199,6 +199,18 @@ class FixPlan:
     drift_ms_per_min: float = 0.0  # drift to cancel by resampling the audio, ms per minute; 0 = none
 
 
+def fix_json(info: dict[str, Any], output: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``fix`` object of the JSON (CLI and batch): :func:`avsync.remux.write_shifted`'s
+    report in the names of :mod:`avsync.vocabulary` (the shift in ms, and in words)."""
+    from avsync.types import describe_shift
+
+    out = {k: v for k, v in info.items() if k != "shift_s"}
+    out["shift_ms"] = round(float(info["shift_s"]) * 1000, 3)
+    out["words"] = describe_shift(float(info["shift_s"]))
+    out["output"] = str(output)
+    return out
+
+
 def fix_plan(result: OffsetResult | None, shift_ms: float | None = None, fix_drift: bool = False) -> FixPlan:
     """What ``--fix`` shifts the audio by, for every caller (CLI, batch).
 
@@ -741,7 +753,7 @@ def detect_offset(
             "visual_kind": vfeat.kind,
             "backend_confidence": round(bconf, 4),
             "window_agreement": round(agreement, 4),
-            "period_s": period,
+            "period": period,
             "drift_stderr_ms_per_min": None if not math.isfinite(est.drift_se) else round(est.drift_se * 60000, 3),
             "words": _words(est.offset),
         },

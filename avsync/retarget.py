@@ -188,11 +188,18 @@ class RetargetResult:
     export: dict[str, Any] | None = None  # the --export timeline written (path, format, segments, map sha256)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object, in the names of :mod:`avsync.vocabulary`."""
         skip = {"correspondence", "unwrapped", "music_beats", "visual_beats", "matches"}
         d = {k: v for k, v in asdict(self).items() if k not in skip}
         for k in ("bas_before", "bas_after", "speed_min", "speed_max", "output_duration"):
             d[k] = round(float(d[k]), 4)
-        return d
+        d["output_fps"] = d["fps"]  # the dance's frame rate is kept
+        return {JSON_NAMES.get(k, k): v for k, v in d.items()}
+
+
+# Attribute -> JSON key where they differ (the JSON speaks avsync.vocabulary).
+JSON_NAMES = {"map_path": "map", "plot_path": "plot", "dance_duration": "duration", "visual_source": "visual_kind",
+              "seconds": "stage_seconds"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -160,6 +160,15 @@ def describe_offset(seconds: float) -> str:
     return f"audio is {-ms} ms late (lags the picture)"
 
 
+def describe_shift(seconds: float) -> str:
+    """Human words for what a fix did to the audio: 'audio delayed by 100 ms' (a positive
+    shift: the audio led, so it now comes later), 'audio moved 100 ms earlier' (negative)."""
+    ms = round(seconds * 1000)
+    if ms == 0:
+        return "audio left in place"
+    return f"audio delayed by {ms} ms" if ms > 0 else f"audio moved {-ms} ms earlier"
+
+
 def in_itu_window(seconds: float | np.ndarray) -> bool | np.ndarray:
     """True where -125 ms <= offset <= +45 ms."""
     x = np.asarray(seconds)

@@ -169,7 +169,7 @@ def test_align_export_shows_the_map_frames_in_every_format(tmp_path, monkeypatch
     paths = [tl]
     for suffix in (".otio", ".xml", ".fcpxml"):
         paths.append(tmp_path / f"warp{suffix}")
-        ex.export_map(m, paths[-1], dist, orig, summary["audio_duration"])
+        ex.export_map(m, paths[-1], dist, orig, summary["output_duration"])
     for p in paths:
         shown = ex.shown_frames(ex.read_timeline(p, rate=fps), m["source_fps"], fps)
         assert len(shown) == len(src), p.suffix

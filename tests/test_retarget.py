@@ -360,6 +360,6 @@ def test_cli_mode_speech_works_through_the_motion_stops(media_dir, tmp_path):
               "--mode", "speech", "--json", "--no-cache"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["visual_source"] == "motion" and "no face found" in res["note"]
+    assert res["visual_kind"] == "motion" and "no face found" in res["note"]
     assert res["bas_after"] > res["bas_before"] + 0.25
     assert out.stat().st_size > 1000

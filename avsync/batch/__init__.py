@@ -38,7 +38,8 @@ Results
 -------
 One record per item: ``id``, ``command``, ``inputs``, ``output``, ``status`` (``ok`` or
 ``error``), ``error`` (one line, or None), ``error_type``, ``result`` (the command's JSON
-summary, long arrays left out), ``seconds``, ``source`` (manifest line).
+summary, long arrays left out), ``seconds``, ``manifest`` (manifest file and line). The keys are
+those of :mod:`avsync.vocabulary`.
 """
 
 from avsync.batch.commands import (

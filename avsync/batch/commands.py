@@ -131,12 +131,12 @@ def run_detect_offset(inputs: list[Path], output: Path | None, options: dict, ov
 
 def _write_fix(res: Any, clip: Path, output: Path, fix_drift: bool, overwrite: bool) -> dict:
     """The corrected copy of ``clip`` (``--fix``), from the measurement ``res``."""
-    from avsync.offset import fix_plan
+    from avsync.offset import fix_json, fix_plan
     from avsync.remux import write_shifted
 
     plan = fix_plan(res, fix_drift=fix_drift)  # the one --fix policy (refuses "cannot tell")
     fixed = write_shifted(clip, output, plan.shift_s, drift_ms_per_min=plan.drift_ms_per_min, overwrite=overwrite)
-    return {**fixed, "output": str(output)}
+    return fix_json(fixed, output)
 
 
 def _fail_check(res: Any, out: dict) -> None:
@@ -222,7 +222,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "id": task["id"], "command": task["command"], "inputs": task["inputs"], "output": task["output"],
         "status": "ok", "error": None, "error_type": None, "result": None, "seconds": 0.0,
-        "source": task.get("source", ""),
+        "manifest": task.get("source", ""),
     }
     if task.get("error"):
         rec.update(status="error", error=_one_line(task["error"]), error_type="InputError")

@@ -13,13 +13,117 @@ import os
 import pkgutil
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-app = typer.Typer(
+
+def _usage_error_class() -> type[Exception]:
+    """click's ``UsageError`` (vendored by recent typer, a separate package before)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _State:
+    """Whether the running command was given ``--json``: its errors then also go to stdout as JSON."""
+
+    json = False
+
+
+def _command_words(ctx: Any) -> str:
+    """``avsync align``: the command path of ``ctx`` under the name users type."""
+    words = []
+    while ctx is not None:
+        words.append(ctx.info_name or "")
+        ctx = ctx.parent
+    words[-1] = "avsync"
+    return " ".join(w for w in reversed(words) if w)
+
+
+def usage_line(e: Any, words: str = "avsync") -> str:
+    """One line for a click usage error: ``no such option --foo (try 'avsync align --help')``;
+    ``words``: the command, when the error does not carry its context."""
+    if hasattr(e, "option_name") and hasattr(e, "possibilities"):  # NoSuchOption
+        msg = f"no such option {e.option_name}"
+        near = _near(e.option_name, e.possibilities or ())
+        if near:
+            msg += f" (did you mean {' or '.join(near)}?)"
+    else:
+        msg = " ".join(e.format_message().split()).rstrip(".")
+        msg = msg[:1].lower() + msg[1:]
+    if getattr(e, "ctx", None) is not None:
+        words = _command_words(e.ctx)
+    return f"{msg} (try '{words} --help')"
+
+
+def _near(name: str, candidates: Iterable[str]) -> list[str]:
+    """The candidates that are plausibly a typo of ``name`` (``--jsn`` -> ``--json``, not ``--foo`` -> ``--crf``)."""
+    import difflib
+
+    bare = {c.lstrip("-"): c for c in candidates}
+    return [bare[c] for c in difflib.get_close_matches(name.lstrip("-"), list(bare), n=2, cutoff=0.75)]
+
+
+class _OneVoice:
+    """Mixin of the app's click commands and groups: boolean flags shown as plain flags in
+    ``--help`` (not ``--json <bool>``), usage errors in one line plus a hint (exit 2)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""  # the rich help shows the metavar; a flag takes no value
+        return params
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        words = " ".join(w for w in (_command_words(parent) if parent is not None else "", info_name or "") if w)
+        with _one_line_usage_errors("avsync" if parent is None else words):
+            return super().make_context(info_name, args, parent=parent, **extra)  # type: ignore[misc]
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors(_command_words(ctx)):
+            return super().invoke(ctx)  # type: ignore[misc]
+
+
+@contextmanager
+def _one_line_usage_errors(words: str) -> Iterator[None]:
+    try:
+        yield
+    except _usage_error_class() as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `avsync`: the help, as asked
+            raise
+        fail(usage_line(e, words), getattr(e, "exit_code", 2))
+
+
+class CommandGroup(_OneVoice, TyperGroup):
+    """The click group of every avsync Typer app (see :class:`App`)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        if parent is None:  # the whole command line: does it ask for JSON?
+            given = args[: args.index("--")] if "--" in args else args
+            _State.json = "--json" in given
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+class Command(_OneVoice, TyperCommand):
+    """The click command of every avsync command (see :class:`App`)."""
+
+
+class App(typer.Typer):
+    """``typer.Typer`` whose groups and commands speak with one voice (:class:`CommandGroup`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", CommandGroup)
+        super().__init__(**kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", Command)
+        return super().command(*args, **kwargs)
+
+
+app = App(
     name="avsync",
     help="Re-time video to audio: measure audio/picture misalignment and write the corrected file.\n\n"
     "Sign convention: a positive offset means the audio leads (comes before) the picture.",
@@ -32,8 +136,14 @@ app = typer.Typer(
 T = TypeVar("T")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one error line on stderr and exit with ``code``."""
+def fail(message: str, code: int = 1, **json_fields: Any) -> NoReturn:
+    """Print one error line on stderr and exit with ``code``.
+
+    Under ``--json`` stdout also gets ``{"ok": false, "error": message, **json_fields}``, so
+    that a script reading stdout sees every outcome."""
+    if _State.json:
+        extra = {k: v for k, v in json_fields.items() if k not in ("ok", "error")}
+        print_json({"ok": False, "error": message, **extra})
     sys.stderr.write(f"avsync: error: {message}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
@@ -44,13 +154,15 @@ def run(fn: Callable[[], T]) -> T:
 
     AVSYNC_DEBUG=1 re-raises unexpected exceptions with their traceback.
     """
-    from avsync.errors import AvsyncError
+    from avsync.errors import AvsyncError, CannotMeasure
 
     held = _HeldWarnings()
     try:
         result = fn()
         held.release()
         return result
+    except CannotMeasure as e:
+        fail(str(e), e.exit_code, verdict="cannot tell")
     except AvsyncError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -160,15 +272,20 @@ def _load_commands() -> None:
             importlib.import_module(f"avsync.cli.{mod.name}")
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from avsync import __version__
 
         typer.echo(f"avsync {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version, expose_value=True),
+) -> None:
+    del version  # handled by its callback
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def align(
                                       export_path=export_path,
                                       progress=progress))
     if json_out:
-        print_json(result.to_json())
+        print_json({"ok": True, **result.to_json()})
         return
     _print_summary(result)
 

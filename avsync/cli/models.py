@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from avsync.cli._app import app, fail, print_json, rich_progress, run
+from avsync.cli._app import App, app, fail, print_json, rich_progress, run
 
-models_app = typer.Typer(
+models_app = App(
     name="models",
     help="Pretrained checkpoints: list the registry, download on first use, verify sha256.\n\n"
     "Cache: $AVSYNC_CACHE/models (else $XDG_CACHE_HOME/avsync/models, ~/.cache/avsync/models). "

@@ -101,17 +101,16 @@ def _measure(clip: Path, opts: OffsetOptions, progress: bool) -> Any:
 def _write_fix(clip: Path, fix: Path, result: Any, shift_ms: float | None, fix_drift: bool,
                overwrite: bool) -> dict[str, Any]:
     from avsync.errors import CannotMeasure
-    from avsync.offset import fix_plan
+    from avsync.offset import fix_json, fix_plan
     from avsync.remux import write_shifted
 
     try:
         plan = fix_plan(result, shift_ms=shift_ms, fix_drift=fix_drift)
-    except CannotMeasure as e:  # "cannot tell": say how to force a shift
-        fail(f"{e}; give --shift-ms to force a shift", e.exit_code)
+    except CannotMeasure as e:  # "cannot tell": say how to force a shift (JSON: with the measurement)
+        fail(f"{e}; give --shift-ms to force a shift", e.exit_code, **(result.to_json() if result else {}))
     fixed = run(lambda: write_shifted(clip, fix, plan.shift_s, drift_ms_per_min=plan.drift_ms_per_min,
                                       overwrite=overwrite))
-    fixed["output"] = str(fix)
-    return fixed
+    return fix_json(fixed, fix)
 
 
 def _export(path: Path, result: Any, shift_ms: float | None, fix_drift: bool, overwrite: bool) -> dict[str, Any]:
@@ -123,14 +122,14 @@ def _export(path: Path, result: Any, shift_ms: float | None, fix_drift: bool, ov
     try:
         plan = fix_plan(result, shift_ms=shift_ms, fix_drift=fix_drift)
     except CannotMeasure as e:
-        fail(f"{e}; give --shift-ms to force a shift", e.exit_code)
+        fail(f"{e}; give --shift-ms to force a shift", e.exit_code, **(result.to_json() if result else {}))
     return run(lambda: export_offset(result, path, plan.shift_s, plan.drift_ms_per_min, result.duration,
                                      overwrite=overwrite))
 
 
 def _print_json(clip: Path, result: Any, fixed: dict[str, Any] | None, plot_path: Path | None,
                 exported: dict[str, Any] | None = None) -> None:
-    obj = result.to_json() if result is not None else {"file": str(clip)}
+    obj = {"ok": True, **(result.to_json() if result is not None else {"file": str(clip)})}
     if fixed is not None:
         obj["fix"] = fixed
     if exported is not None:
@@ -164,8 +163,8 @@ def _print_table(r, fixed, plot_path, exported=None) -> None:  # type: ignore[no
             t.add_row("note", r.note)
         t.add_row("convention", "positive = audio leads picture")
     if fixed is not None:
-        t.add_row("fixed", f"{fixed['output']}  (audio shifted {fixed['shift_s'] * 1000:+.1f} ms, "
-                           f"drift {fixed['drift_ms_per_min']:+.1f} ms/min; audio {fixed['audio']}, video copied)")
+        drift = f", drift {fixed['drift_ms_per_min']:+.1f} ms/min cancelled" if fixed["drift_ms_per_min"] else ""
+        t.add_row("fixed", f"{fixed['output']}  ({fixed['words']}{drift}; audio {fixed['audio']}, video copied)")
     if plot_path is not None:
         t.add_row("plot", str(plot_path))
     if exported is not None:

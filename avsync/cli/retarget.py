@@ -51,7 +51,7 @@ def retarget(
         result = run(lambda: do_retarget(dance, music, output, opts, map_path=map_path,
                                           plot_path=plot_path, export_path=export_path, progress=progress))
     if json_out:
-        print_json(result.to_json())
+        print_json({"ok": True, **result.to_json()})
         return
     _print_summary(result)
 

@@ -798,7 +798,7 @@ def classical_offset(path: str, max_shift: float) -> tuple[float, float, str, di
     r = detect_offset(path, OffsetOptions(max_shift=float(max_shift)))
     extra = {"mode": r.mode, "visual_kind": r.extra.get("visual_kind"), "method": r.method,
              "backend_confidence": r.extra.get("backend_confidence"),
-             "window_agreement": r.extra.get("window_agreement"), "period_s": r.extra.get("period_s"),
+             "window_agreement": r.extra.get("window_agreement"), "period_s": r.extra.get("period"),
              "note": r.note}
     return float(r.offset_s), float(r.confidence), str(r.verdict), extra
 
