@@ -52,10 +52,13 @@ def _inside(path: PathLike, folder: PathLike) -> bool:
             and os.path.splitext(real)[1].lower() in MEDIA_SUFFIXES)
 
 
-def _collides_with_input(out: PathLike, inp: PathLike) -> bool:
-    if os.path.isdir(inp):
-        return same_file(out, inp) or _inside(out, inp)
-    return same_file(out, inp)
+def _collision_with_input(out: PathLike, inp: PathLike, in_role: str) -> str | None:
+    """What ``out`` would overwrite of the input ``inp`` (None: nothing)."""
+    if same_file(out, inp):
+        return in_role
+    if os.path.isdir(inp) and _inside(out, inp):
+        return f"a file in {in_role}"
+    return None
 
 
 def check_distinct(inputs: Mapping[str, PathLike | None], outputs: Mapping[str, PathLike | None]) -> None:
@@ -74,18 +77,23 @@ def check_distinct(inputs: Mapping[str, PathLike | None], outputs: Mapping[str, 
     Raises
     ------
     PathCollision
-        One line naming both roles, e.g. ``--map would overwrite the input video (v.mp4)``.
+        One line naming both roles, e.g. ``--map would overwrite the input video (v.mp4)``,
+        ``--map (link.json) would overwrite the input video (v.mp4)``, ``--plot and -o are the
+        same file (x.mp4); give each output its own name``.
     """
     outs = [(r, p) for r, p in outputs.items() if p is not None and str(p) != ""]
     ins = [(r, p) for r, p in inputs.items() if p is not None and str(p) != ""]
     for i, (role, out) in enumerate(outs):
         for in_role, inp in ins:
-            if _collides_with_input(out, inp):
-                raise PathCollision(f"{role} would overwrite {in_role} ({out})")
+            what = _collision_with_input(out, inp, in_role)
+            if what is not None:
+                named = role if str(out) == str(inp) else f"{role} ({out})"
+                raise PathCollision(f"{named} would overwrite {what} ({inp})")
         for other_role, other in outs[:i]:
             if same_file(out, other):
-                raise PathCollision(f"{role} and {other_role} are the same file ({out}); "
-                                    "give each output its own name")
+                both = (f"{role} and {other_role} are the same file ({out})" if str(out) == str(other)
+                        else f"{role} ({out}) and {other_role} ({other}) are the same file")
+                raise PathCollision(f"{both}; give each output its own name")
 
 
 def check_output(path: str | os.PathLike[str] | None, overwrite: bool) -> None:
