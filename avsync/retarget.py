@@ -673,8 +673,8 @@ def _check_paths(dance: str | os.PathLike[str], music: str | os.PathLike[str],
         if not Path(p).exists():
             raise InputError(f"no such file: '{p}'")
     check_distinct({"the dance video": dance, "the music": music}, outputs)
-    for p in outputs.values():
-        check_output(p, overwrite)
+    for o in outputs.values():
+        check_output(o, overwrite)
 
 
 def _probe_dance(dance: str | os.PathLike[str]) -> bool:

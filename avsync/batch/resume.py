@@ -88,7 +88,9 @@ def resume_actions(items: list[BatchItem],
 
 def _recorded_sides(rec: dict[str, Any]) -> dict[str, str]:
     """The side outputs an ok record says it wrote (``map_path`` / ``plot_path`` of its result)."""
-    res = rec.get("result") if isinstance(rec.get("result"), dict) else {}
+    res = rec.get("result")
+    if not isinstance(res, dict):
+        return {}
     return {k: res[f"{k}_path"] for k in SIDES if isinstance(res.get(f"{k}_path"), str)}
 
 
