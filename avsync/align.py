@@ -20,7 +20,7 @@ from avsync import options as check
 from avsync.errors import InputError
 from avsync.features import MODES
 from avsync.options import X264_PRESETS
-from avsync.outputs import check_output, write_json
+from avsync.outputs import check_distinct, check_output, write_json
 from avsync.progress import Progress, timed
 from avsync.types import CONVENTION, Correspondence
 
@@ -94,7 +94,7 @@ class AlignOptions:
 
 @dataclass
 class AlignResult:
-    output: str
+    output: str | None
     map_path: str | None
     plot_path: str | None
     backend: str
@@ -441,7 +441,7 @@ def _roll_audio(afeat: Any, fraction: float, reverse: bool = False) -> Any:
 def align(
     video: str | os.PathLike[str],
     audio: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
     opts: AlignOptions = AlignOptions(),
     *,
     map_path: str | os.PathLike[str] | None = None,
@@ -455,17 +455,23 @@ def align(
     ----------
     video, audio : path
         The picture to re-time, and the reference audio (any container with an audio stream).
-    out : path
-        The re-timed video with the reference audio muxed. Written atomically.
+    out : path or None
+        The re-timed video with the reference audio muxed. Written atomically. None: measure
+        and write only the evidence (what a batch ``--resume`` does for a missing map / plot).
     map_path, plot_path, export_path : path, optional
         The warp map (JSON), a plot (PNG) and an editorial timeline (:mod:`avsync.export`:
         .otio, .edl, .xml, .fcpxml) of the same warp.
+
+    Every output must differ from both inputs and from the other outputs
+    (:func:`avsync.outputs.check_distinct`, whatever ``opts.overwrite`` says); this and the
+    outputs' directories are checked before any work.
     """
+    _check_paths(video, audio, {"-o": out, "--map": map_path, "--plot": plot_path, "--export": export_path},
+                 opts.overwrite)
     if export_path is not None:
         from avsync.export import export_format
 
         export_format(export_path)  # an unknown format is refused before any work
-    _check_paths(video, audio, out, (out, map_path, plot_path, export_path), opts.overwrite)
     m = compute_correspondence(video, audio, opts, progress)
     with timed(m.seconds, "render"):
         plan, ftimes, stats = _render(video, audio, out, m, opts, progress)
@@ -474,29 +480,29 @@ def align(
     return result
 
 
-def _check_paths(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str],
-                 outputs: tuple[str | os.PathLike[str] | None, ...], overwrite: bool) -> None:
+def _check_paths(video: str | os.PathLike[str], audio: str | os.PathLike[str],
+                 outputs: dict[str, str | os.PathLike[str] | None], overwrite: bool) -> None:
     """Refuse, before any work, missing inputs and outputs that cannot or must not be written."""
     for p in (video, audio):
         if not Path(p).exists():
             raise InputError(f"no such file: '{p}'")
-    if Path(out).resolve() in (Path(video).resolve(), Path(audio).resolve()):
-        raise InputError("the output would overwrite an input; choose another -o")
-    for o in outputs:
+    check_distinct({"the input video": video, "the reference audio": audio}, outputs)
+    for o in outputs.values():
         check_output(o, overwrite)
 
 
-def _render(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str],
+def _render(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str] | None,
             m: Measured, opts: AlignOptions, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, Any]:
-    """The frame plan of the measured warp, encoded with the reference audio into ``out``.
-    Returns the plan, the source frame times and the plan's statistics."""
+    """The frame plan of the measured warp, encoded with the reference audio into ``out``
+    (None: not encoded). Returns the plan, the source frame times and the plan's statistics."""
     from avsync.media import frame_times
     from avsync.render import frame_plan, plan_stats, render
 
     ftimes = m.frame_times if len(m.frame_times) else frame_times(video)
     plan = frame_plan(m.corr, ftimes)
-    render(video, plan, m.corr.rate, out, audio_path=audio, crf=opts.crf, preset=opts.preset,
-           overwrite=opts.overwrite, progress=progress)
+    if out is not None:
+        render(video, plan, m.corr.rate, out, audio_path=audio, crf=opts.crf, preset=opts.preset,
+               overwrite=opts.overwrite, progress=progress)
     return plan, ftimes, plan_stats(plan, len(ftimes))
 
 
@@ -504,12 +510,12 @@ def _confidence(corr: Correspondence) -> np.ndarray:
     return corr.confidence if corr.confidence is not None else np.ones(len(corr.src_time))
 
 
-def _result(out: str | os.PathLike[str], map_path: str | os.PathLike[str] | None,
+def _result(out: str | os.PathLike[str] | None, map_path: str | os.PathLike[str] | None,
             plot_path: str | os.PathLike[str] | None, m: Measured, opts: AlignOptions, plan: np.ndarray,
             ftimes: np.ndarray, stats: Any) -> AlignResult:
     corr, vfeat, lag = m.corr, m.visual, m.corr.lag
     return AlignResult(
-        output=str(out),
+        output=str(out) if out is not None else None,
         map_path=str(map_path) if map_path else None,
         plot_path=str(plot_path) if plot_path else None,
         backend=opts.backend if m.sync_by == "picture" else "soundtrack",
@@ -544,7 +550,7 @@ def _write_evidence(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, v
     if result.map_path or export_path:
         m = warp_map(result, plan, ftimes, _confidence(corr))
         if result.map_path:
-            write_json(result.map_path, m)
+            write_json(result.map_path, m, overwrite=opts.overwrite)
         if export_path:
             from avsync.export import export_map
 
@@ -554,7 +560,7 @@ def _write_evidence(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, v
 
         what = f"{opts.backend}, {result.visual_kind}" if result.sync_by == "picture" else "video's soundtrack"
         plot_warp(corr, result.plot_path,
-                  title=f"avsync align — {Path(video).name} to {Path(audio).name} ({what})")
+                  title=f"avsync align — {Path(video).name} to {Path(audio).name} ({what})", overwrite=opts.overwrite)
 
 
 def warp_map(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, conf: np.ndarray) -> dict[str, Any]:

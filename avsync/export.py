@@ -309,7 +309,7 @@ def write_timeline(timeline: Any, path: str | os.PathLike[str], *, overwrite: bo
     def _w(tmp: str) -> None:
         Path(tmp).write_text(text)
 
-    write_atomic(path, _w)
+    write_atomic(path, _w, overwrite=overwrite)
 
 
 def read_timeline(path: str | os.PathLike[str], rate: float | None = None) -> Any:

@@ -748,7 +748,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
         raise OutputError(f"'{p}' already exists (use --overwrite to replace it)")
     if not os.access(d, os.W_OK):
         raise OutputError(f"cannot write '{p}': permission denied")
-    with atomic_path(p, suffix=f".part{p.suffix}") as tmp:
+    with atomic_path(p, suffix=f".part{p.suffix}", overwrite=overwrite) as tmp:
         yield tmp
 
 

@@ -766,7 +766,7 @@ def _words(seconds: float) -> str:
     return describe_offset(seconds)
 
 
-def plot_offset(result: OffsetResult, path: str | os.PathLike[str]) -> None:
+def plot_offset(result: OffsetResult, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """Offset over time (ms, + = audio leads) with the ITU window shaded; atomic PNG."""
     from avsync.plot import pyplot, save_figure
     from avsync.types import ITU_LAG, ITU_LEAD
@@ -796,4 +796,4 @@ def plot_offset(result: OffsetResult, path: str | os.PathLike[str]) -> None:
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, overwrite=overwrite)

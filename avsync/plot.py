@@ -10,15 +10,17 @@ from avsync.outputs import write_atomic
 from avsync.types import Correspondence
 
 
-def save_figure(fig, path: str | os.PathLike[str], dpi: int = 110) -> None:  # type: ignore[no-untyped-def]
-    """Write ``fig`` as a PNG atomically (temp file, then rename) and close it, whatever happens."""
+def save_figure(fig, path: str | os.PathLike[str], dpi: int = 110,  # type: ignore[no-untyped-def]
+                overwrite: bool = True) -> None:
+    """Write ``fig`` as a PNG atomically (temp file, then rename) and close it, whatever happens.
+    ``overwrite=False``: never replace a file at ``path`` (:func:`avsync.outputs.commit`)."""
     plt = pyplot()
 
     def _w(tmp: str) -> None:
         fig.savefig(tmp, dpi=dpi, format="png")
 
     try:
-        write_atomic(path, _w)
+        write_atomic(path, _w, overwrite=overwrite)
     finally:
         plt.close(fig)
 
@@ -39,6 +41,7 @@ def plot_warp(
     *,
     title: str = "",
     truth: Correspondence | None = None,
+    overwrite: bool = True,
 ) -> None:
     """Source (picture) time against audio time, with the identity line and confidence shading.
 
@@ -73,4 +76,4 @@ def plot_warp(
     ax2.set_xlabel("output / audio time [s]")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, overwrite=overwrite)

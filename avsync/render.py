@@ -18,7 +18,8 @@ import av
 import numpy as np
 
 from avsync import media
-from avsync.errors import InputError, OutputError
+from avsync.errors import InputError
+from avsync.outputs import check_distinct
 from avsync.progress import Progress
 from avsync.types import Correspondence
 
@@ -110,13 +111,6 @@ def plan_stats(plan: np.ndarray, n_src: int) -> PlanStats:
         n_out=int(p.size),
         n_src=int(n_src),
     )
-
-
-def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 class _SourceFrames:
@@ -221,9 +215,7 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
     plan = _checked_plan(plan)
     vpath = str(video_path)
     info = _checked_source(vpath, plan)
-    for src in (video_path, audio_path):
-        if src is not None and _same_file(src, out_path):
-            raise OutputError(f"'{out_path}' is an input; refusing to overwrite it")
+    check_distinct({"the input video": video_path, "the reference audio": audio_path}, {"the output": out_path})
     rate = media.as_fraction(out_rate)
     ext = os.path.splitext(str(out_path))[1].lower()
     copy, a_rate, a_layout = (False, 0, "")

@@ -644,11 +644,12 @@ def retarget(
     OutputError
         An output exists without ``overwrite``, or cannot be written.
     """
+    _check_paths(dance, music, {"-o": out, "--map": map_path, "--plot": plot_path, "--export": export_path},
+                 opts.overwrite)
     if export_path is not None:
         from avsync.export import export_format
 
         export_format(export_path)  # an unknown format is refused before any work
-    _check_paths(dance, music, (out, map_path, plot_path, export_path), opts.overwrite)
     secs: dict[str, float] = {}
     with timed(secs, "music_beats"):
         has_audio = _probe_dance(dance)
@@ -670,18 +671,17 @@ def retarget(
 
 
 def _check_paths(dance: str | os.PathLike[str], music: str | os.PathLike[str],
-                 outputs: tuple[str | os.PathLike[str] | None, ...], overwrite: bool) -> None:
-    """Refuse, before any work, missing inputs and outputs that cannot or must not be written."""
-    from avsync.outputs import check_output
+                 outputs: dict[str, str | os.PathLike[str] | None], overwrite: bool) -> None:
+    """Refuse, before any work, missing inputs and outputs that cannot or must not be written
+    (an output naming an input or another output: :func:`avsync.outputs.check_distinct`)."""
+    from avsync.outputs import check_distinct, check_output
 
     for p in (dance, music):
         if not Path(p).exists():
             raise InputError(f"no such file: '{p}'")
-    ins = {Path(dance).resolve(), Path(music).resolve()}
-    for p in outputs:
-        if p is not None and Path(p).resolve() in ins:
-            raise InputError(f"the output '{p}' would overwrite an input; choose another name")
-        check_output(p, overwrite)
+    check_distinct({"the dance video": dance, "the music": music}, outputs)
+    for o in outputs.values():
+        check_output(o, overwrite)
 
 
 def _probe_dance(dance: str | os.PathLike[str]) -> bool:
@@ -834,14 +834,15 @@ def _write_evidence(result: RetargetResult, dance: str | os.PathLike[str], music
         if result.map_path:
             from avsync.outputs import write_json
 
-            write_json(result.map_path, m)
+            write_json(result.map_path, m, overwrite=overwrite)
         if export_path:
             from avsync.export import export_map
 
             result.export = export_map(m, export_path, dance, music, result.output_duration,
                                        audio_start=result.start, overwrite=overwrite)
     if result.plot_path:
-        plot_retarget(result, result.plot_path, title=f"avsync retarget — {Path(dance).name} to {Path(music).name}")
+        plot_retarget(result, result.plot_path, title=f"avsync retarget — {Path(dance).name} to {Path(music).name}",
+                      overwrite=overwrite)
 
 
 def time_map_json(result: RetargetResult) -> dict[str, Any]:
@@ -873,7 +874,8 @@ def time_map_json(result: RetargetResult) -> dict[str, Any]:
     }
 
 
-def plot_retarget(result: RetargetResult, path: str | os.PathLike[str], *, title: str = "") -> None:
+def plot_retarget(result: RetargetResult, path: str | os.PathLike[str], *, title: str = "",
+                  overwrite: bool = True) -> None:
     """Both beat trains (before and after) and the warp, as a PNG (written atomically)."""
     from avsync.plot import pyplot, save_figure
 
@@ -925,7 +927,7 @@ def plot_retarget(result: RetargetResult, path: str | os.PathLike[str], *, title
     axs.set_xlabel("output time [s] (music time − start)")
     axs.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+    save_figure(fig, path, dpi=100, overwrite=overwrite)
 
 
 class _FlowModule(types.ModuleType):

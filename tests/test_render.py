@@ -132,7 +132,7 @@ def test_render_refuses_existing_and_input(src, tmp_path):
     render(src["idx"], np.arange(5), 25, str(out), overwrite=True)
     assert media.probe(str(out)).n_frames == 5
     before = Path(src["idx"]).read_bytes()
-    with pytest.raises(OutputError, match="is an input"):
+    with pytest.raises(OutputError, match="the output would overwrite the input video"):
         render(src["idx"], np.arange(5), 25, src["idx"], overwrite=True)
     assert Path(src["idx"]).read_bytes() == before
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from avsync.batch.options import build_options, coerce
-from avsync.errors import AvsyncError, InputError
+from avsync.errors import AvsyncError
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,13 @@ def run_detect_offset(inputs: list[Path], output: Path | None, options: dict, ov
     an error whose record still carries the measurement (``--check``).
     """
     from avsync.offset import OffsetOptions, detect_offset
-    from avsync.outputs import check_output
+    from avsync.outputs import check_distinct, check_output
 
     opts, extra = build_options(OffsetOptions, options, "detect-offset", ("check", "fix_drift"))
     check = coerce(extra.get("check", False), bool, "check")
     fix_drift = coerce(extra.get("fix_drift", False), bool, "fix_drift")
     if output is not None:
-        if output.resolve() == inputs[0].resolve():
-            raise InputError("the output would overwrite the input clip")
+        check_distinct({"the input clip": inputs[0]}, {"output": output})
         check_output(output, overwrite)
     res = detect_offset(inputs[0], opts, None)
     out = _to_json(res)
@@ -211,6 +211,26 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split()) or "error"
 
 
+def _resumed(task: dict[str, Any], rec: dict[str, Any]) -> tuple[Path | None, dict, bool]:
+    """The output, options and overwrite the runner is called with, after what resume says.
+
+    ``sides_only``: no video (output None), only the listed side outputs; ``replace_recorded``
+    (the video is gone, the side outputs left are the ones its ok record wrote): they may
+    be replaced."""
+    out = Path(task["output"]) if task["output"] else None
+    options, overwrite = dict(task["options"]), bool(task["overwrite"])
+    sides = task.get("sides_only")
+    if sides:
+        for k in ("map", "plot"):
+            if k not in sides:
+                options.pop(k, None)
+        rec["regenerated"] = list(sides)
+        return None, options, overwrite
+    if task.get("replace_recorded") and out is not None and not os.path.lexists(out):
+        return out, options, True
+    return out, options, overwrite
+
+
 def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task (a :class:`~avsync.batch.manifest.BatchItem` as a dict plus ``runner`` and
     ``overwrite``).
@@ -229,9 +249,11 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         return rec
     try:
         fn = _resolve(task["runner"])
-        out = Path(task["output"]) if task["output"] else None
-        result = fn([Path(p) for p in task["inputs"]], out, dict(task["options"]), bool(task["overwrite"]))
+        out, options, overwrite = _resumed(task, rec)
+        result = fn([Path(p) for p in task["inputs"]], out, options, overwrite)
         rec["result"] = _summarize(result)
+        if task.get("sides_only") and isinstance(rec["result"], dict):  # the kept ones are this item's too
+            rec["result"].update({f"{k}_path": task["options"][k] for k in ("map", "plot") if task["options"].get(k)})
     except KeyboardInterrupt:
         raise
     except AvsyncError as e:

@@ -12,7 +12,8 @@ from avsync.batch.commands import commands, execute
 from avsync.batch.manifest import BatchItem
 from avsync.batch.pool import run_pool
 from avsync.batch.ray_executor import run_ray
-from avsync.batch.resume import ResultsFile, load_results, plan_resume
+from avsync.batch.resume import ResultsFile, load_results, resume_actions
+from avsync.batch.safety import batch_lock, mark_collisions
 from avsync.errors import InputError
 
 Record = Callable[[dict[str, Any]], None]
@@ -47,6 +48,7 @@ def run_batch(
     timeout: float | None = None,
     executor: str = "local",
     progress: Progress | None = None,
+    manifest: str | Path | None = None,
 ) -> BatchSummary:
     """Run ``items`` and record one result per item.
 
@@ -60,15 +62,25 @@ def run_batch(
     emit : callable, optional
         Also called with every record (the CLI prints it when there is no results file).
     resume : bool
-        Skip items recorded ok in ``results`` whose output exists.
+        Skip items recorded ok in ``results`` whose output exists; write again the missing
+        side outputs of those, and run again those whose output is gone
+        (:func:`avsync.batch.resume.resume_actions`).
     overwrite : bool
-        Let commands replace existing outputs.
+        Let commands replace existing outputs. Without it no output is ever replaced, not
+        even one that appears while the item runs.
     timeout : float, optional
         Seconds one item may take; past it its worker is killed and the item fails.
     executor : {"local", "ray"}
         ``ray`` hands the items to Ray's scheduler (``RAY_ADDRESS`` or a local cluster).
     progress : callable, optional
         :class:`avsync.progress.Progress`; reports stage ``"items"``.
+    manifest : path, optional
+        The manifest the items come from (``results`` must not name it).
+
+    Before anything runs, items that would write over another item's input or output fail
+    (:func:`avsync.batch.safety.mark_collisions`), and the run takes a lock on every output
+    folder and on ``results`` (:func:`avsync.batch.safety.batch_lock`): a second run on the
+    same folder or results file refuses with ``OutputError``.
 
     Returns
     -------
@@ -78,22 +90,24 @@ def run_batch(
     """
     t0 = time.monotonic()
     _check_arguments(resume, results, executor, jobs)
-    done = load_results(results) if (resume and results is not None) else {}
-    todo, skipped = plan_resume(items, done)
-    summary = BatchSummary(skipped=skipped, total=len(items))
-    sink = ResultsFile(results) if results is not None else None
-    record = _recorder(summary, sink, emit, progress)
-    tasks = [make_task(it, overwrite) for it in todo]
-    if progress is not None:
-        progress("items", skipped, len(items))
-    try:
-        _run_tasks(tasks, jobs, record, timeout, executor)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        if sink is not None:
-            sink.close()
-        summary.seconds = round(time.monotonic() - t0, 2)
+    mark_collisions(items, results, manifest)
+    with batch_lock(items, results):
+        done = load_results(results, prefer_ok=True) if (resume and results is not None) else {}
+        todo, skipped = resume_actions(items, done)
+        summary = BatchSummary(skipped=skipped, total=len(items))
+        sink = ResultsFile(results) if results is not None else None
+        record = _recorder(summary, sink, emit, progress)
+        tasks = [make_task(it, overwrite, **how) for it, how in todo]
+        if progress is not None:
+            progress("items", skipped, len(items))
+        try:
+            _run_tasks(tasks, jobs, record, timeout, executor)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            if sink is not None:
+                sink.close()
+            summary.seconds = round(time.monotonic() - t0, 2)
     return summary
 
 
@@ -132,13 +146,16 @@ def _recorder(summary: BatchSummary, sink: ResultsFile | None, emit: Record | No
     return record
 
 
-def make_task(it: BatchItem, overwrite: bool) -> dict[str, Any]:
-    """What a worker is sent for item ``it``: the item as a dict, its runner and warm-up modules."""
+def make_task(it: BatchItem, overwrite: bool, **how: Any) -> dict[str, Any]:
+    """What a worker is sent for item ``it``: the item as a dict, its runner and warm-up modules.
+
+    ``how``: what :func:`avsync.batch.resume.resume_actions` says (``sides_only``,
+    ``replace_recorded``)."""
     spec = commands().get(it.command)
     return {
         "id": it.id, "command": it.command, "inputs": list(it.inputs), "output": it.output,
         "options": dict(it.options), "source": it.source, "error": it.error, "overwrite": overwrite,
-        "runner": spec.runner if spec else "", "warm": list(spec.warm) if spec else [],
+        "runner": spec.runner if spec else "", "warm": list(spec.warm) if spec else [], **how,
     }
 
 

@@ -74,7 +74,7 @@ def batch(
     with rich_progress() as progress:
         summary = run(lambda: b.run_batch(items, jobs=jobs, results=results, emit=emit, resume=resume,
                                           overwrite=overwrite, timeout=timeout, executor=executor,
-                                          progress=progress))
+                                          progress=progress, manifest=manifest))
     where = f"; results in {results}" if results is not None else ""
     counts = f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped of {summary.total}"
     if summary.interrupted:

@@ -44,6 +44,10 @@ def bench(
     """Run the papers' protocols on DATA_DIR; print every backend side by side."""
     if not data_dir.is_dir():
         fail(f"'{data_dir}' is not a directory")
+    if markdown is not None:
+        from avsync.outputs import check_distinct
+
+        run(lambda: check_distinct({"DATA_DIR": data_dir}, {"--markdown": markdown}))
     names = [b.strip() for b in backend.split(",") if b.strip()]
     if not names:
         fail("--backend names no backend")

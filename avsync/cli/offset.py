@@ -56,7 +56,7 @@ def detect_offset_cmd(
     if plot_path is not None:
         from avsync.offset import plot_offset
 
-        run(lambda: plot_offset(result, plot_path))
+        run(lambda: plot_offset(result, plot_path, overwrite=overwrite))
     fixed = _write_fix(clip, fix, result, shift_ms, fix_drift, overwrite) if fix is not None else None
     exported = _export(export_path, result, shift_ms, fix_drift, overwrite) if export_path is not None else None
     if json_out:
@@ -72,6 +72,11 @@ def _check_paths(clip: Path, fix: Path | None, plot_path: Path | None, shift_ms:
     """Refuse flag combinations and outputs before any work is done."""
     if (shift_ms is not None or fix_drift) and fix is None and export_path is None:
         fail("--shift-ms and --fix-drift need --fix OUT or --export TIMELINE")
+    if not clip.is_file():
+        fail(f"no such file: '{clip}'")
+    from avsync.outputs import check_distinct, check_output
+
+    run(lambda: check_distinct({"the input clip": clip}, {"--fix": fix, "--plot": plot_path, "--export": export_path}))
     if export_path is not None:
         from avsync.export import export_format
 
@@ -80,14 +85,8 @@ def _check_paths(clip: Path, fix: Path | None, plot_path: Path | None, shift_ms:
             fail("an EDL carries one picture track and no audio slip: export .otio, .xml or .fcpxml")
     if shift_ms is not None and fix_drift:
         fail("--shift-ms and --fix-drift cannot be combined (drift is measured, the shift is given)")
-    if not clip.is_file():
-        fail(f"no such file: '{clip}'")
-    from avsync.outputs import check_output
-
     for out in (fix, plot_path, export_path):
         if out is not None:
-            if out.resolve() == clip.resolve():
-                fail("an output would overwrite the input clip")
             run(lambda out=out: check_output(out, overwrite))
 
 

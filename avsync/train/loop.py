@@ -106,7 +106,7 @@ def train(
     from avsync.device import resolve_device
 
     out = Path(out)
-    check_request(out, opts, resume, overwrite)
+    check_request(out, opts, resume, overwrite, data_dir)
     torch.set_num_threads(max(1, int(opts.threads)))
     device = resolve_device(opts.device)
     opts = resolve_mode(opts, data_dir)
@@ -138,10 +138,16 @@ def resolve_mode(opts: TrainOptions, data_dir: str | os.PathLike[str]) -> TrainO
     return replace(opts, mode=mode)
 
 
-def check_request(out: Path, opts: TrainOptions, resume: bool, overwrite: bool) -> None:
+def check_request(out: Path, opts: TrainOptions, resume: bool, overwrite: bool,
+                  data_dir: str | os.PathLike[str] | None = None) -> None:
     """Refuse a run that cannot start: nothing to resume, an existing checkpoint, a missing
-    output directory, or no steps."""
+    output directory, no steps, or outputs (checkpoint, state, card) that name each other or
+    a video of ``data_dir`` (:func:`avsync.outputs.check_distinct`)."""
+    from avsync.outputs import check_distinct
+
     sp = state_path(out)
+    check_distinct({"the data folder": data_dir},
+                   {"the checkpoint": out, "its state file": sp, "its model card": card_path(out)})
     if resume and not sp.is_file():
         raise InputError(f"nothing to resume: '{sp}' does not exist")
     if not resume and out.exists() and not overwrite:
