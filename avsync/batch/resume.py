@@ -87,11 +87,17 @@ def resume_actions(items: list[BatchItem],
 
 
 def _recorded_sides(rec: dict[str, Any]) -> dict[str, str]:
-    """The side outputs an ok record says it wrote (``map_path`` / ``plot_path`` of its result)."""
+    """The side outputs an ok record says it wrote (``map`` / ``plot`` of its result; records
+    written before the JSON vocabulary named them ``map_path`` / ``plot_path``)."""
     res = rec.get("result")
     if not isinstance(res, dict):
         return {}
-    return {k: res[f"{k}_path"] for k in SIDES if isinstance(res.get(f"{k}_path"), str)}
+    out: dict[str, str] = {}
+    for k in SIDES:
+        v = res.get(k, res.get(f"{k}_path"))
+        if isinstance(v, str):
+            out[k] = v
+    return out
 
 
 class ResultsFile:
