@@ -55,7 +55,7 @@ def commit(tmp: str | os.PathLike[str], path: str | os.PathLike[str], mode: int 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
-                mode: int | None = None) -> Iterator[str]:
+                mode: int | None = None, verify: Callable[[str], None] | None = None) -> Iterator[str]:
     """Yield a temp path beside ``path``; on success :func:`commit` it onto ``path``.
 
     Parameters
@@ -68,6 +68,10 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
         ``.<stem>.<random><suffix>``.
     mode
         Final permissions, see :func:`commit`.
+    verify
+        Called as ``verify(tmp)`` once the temp file is complete, before the rename; an
+        exception it raises (e.g. a written video that does not decode to its plan) leaves
+        nothing in place.
 
     The temp file is removed on any failure, including KeyboardInterrupt.
     """
@@ -77,6 +81,8 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
     os.close(fd)
     try:
         yield tmp
+        if verify is not None:
+            verify(tmp)
         commit(tmp, p, mode)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -85,12 +91,13 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None], *,
-                 suffix: str | None = None, mode: int | None = None) -> None:
+                 suffix: str | None = None, mode: int | None = None,
+                 verify: Callable[[str], None] | None = None) -> None:
     """Call ``write(tmp_path)`` then rename the temp file onto ``path``; no partial file on failure.
 
-    ``suffix`` and ``mode`` as in :func:`atomic_path`.
+    ``suffix``, ``mode`` and ``verify`` as in :func:`atomic_path`.
     """
-    with atomic_path(path, suffix=suffix, mode=mode) as tmp:
+    with atomic_path(path, suffix=suffix, mode=mode, verify=verify) as tmp:
         write(tmp)
 
 

@@ -675,6 +675,10 @@ def _check_paths(dance: str | os.PathLike[str], music: str | os.PathLike[str],
         if p is not None and Path(p).resolve() in ins:
             raise InputError(f"the output '{p}' would overwrite an input; choose another name")
         check_output(p, overwrite)
+    if outputs[0] is not None:  # the video
+        from avsync.media import check_output_container
+
+        check_output_container(outputs[0])
 
 
 def _probe_dance(dance: str | os.PathLike[str]) -> bool:
