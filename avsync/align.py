@@ -5,6 +5,7 @@ decode → features → backend Affinity → monotonic DP Correspondence → fra
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -25,6 +26,11 @@ from avsync.progress import Progress, timed
 from avsync.types import CONVENTION, Correspondence
 
 MIN_AUDIO_SECONDS = 1.0
+# A video this much shorter than the reference (and at least HELD_WARN_SECONDS) is still
+# aligned, but with a warning: the output holds the source's last frame for the rest.
+HELD_WARN_FRACTION = 0.25
+HELD_WARN_SECONDS = 1.0
+log = logging.getLogger(__name__)
 SYNC_BY = ("auto", "picture", "soundtrack")
 PATHS = ("viterbi", "dtw", "none")
 # Soundtrack evidence: the mean affinity along the best path on the real pairing must beat
@@ -139,6 +145,7 @@ class Measured(NamedTuple):
     frame_times: np.ndarray  # presentation times of the video's frames, s from the first
     sync_by: str  # "picture" or "soundtrack": what the warp follows
     note: str  # human words on what was used
+    audio_seconds: float = 0.0  # the reference's decoded duration (s, on the output clock)
 
 
 def _path(aff: Any, opts: AlignOptions, popts: Any, fps: float, n_out: int, src_dur: float | None) -> Correspondence:
@@ -177,13 +184,24 @@ def compute_correspondence(
         backend = None if opts.sync_by == "soundtrack" else get_backend(opts.backend, device=opts.device,
                                                                         checkpoint=opts.checkpoint)
         afeat = extract_audio(audio, cache=opts.cache)
+        _check_audio_length(audio, afeat.duration)
     notes: list[str] = []
     if opts.sync_by != "picture" and vinfo.has_audio:
         followed = _follow_soundtrack(video, afeat, vinfo, opts, secs)
         if isinstance(followed, Measured):
-            return followed
+            return followed._replace(audio_seconds=float(afeat.duration))
         notes.append(f"soundtrack not used: {followed}")
-    return _follow_picture(video, afeat, vinfo, backend, opts, secs, notes, progress)
+    m = _follow_picture(video, afeat, vinfo, backend, opts, secs, notes, progress)
+    return m._replace(audio_seconds=float(afeat.duration))
+
+
+def _check_audio_length(audio: str | os.PathLike[str], seconds: float) -> None:
+    """Refuse a reference shorter than MIN_AUDIO_SECONDS, by its decoded samples (a container's
+    duration field can be anything)."""
+    if seconds < MIN_AUDIO_SECONDS:
+        raise InputError(
+            f"reference audio '{audio}' is {seconds:.2f} s long; at least {MIN_AUDIO_SECONDS:.0f} s needed"
+        )
 
 
 def _check_media(video: str | os.PathLike[str], audio: str | os.PathLike[str], opts: AlignOptions) -> Any:
@@ -196,10 +214,10 @@ def _check_media(video: str | os.PathLike[str], audio: str | os.PathLike[str], o
     ainfo = probe(audio)
     if not ainfo.has_audio:
         raise InputError(f"no audio stream in reference '{audio}'")
-    if ainfo.audio_duration < MIN_AUDIO_SECONDS:
-        raise InputError(
-            f"reference audio '{audio}' is {ainfo.audio_duration:.2f} s long; at least {MIN_AUDIO_SECONDS:.0f} s needed"
-        )
+    if ainfo.audio_duration < MIN_AUDIO_SECONDS:  # the container says short (or nothing): count
+        from avsync.media import decoded_audio_seconds
+
+        _check_audio_length(audio, decoded_audio_seconds(audio))
     if opts.sync_by == "soundtrack" and not vinfo.has_audio:
         raise InputError(f"--sync-by soundtrack: '{video}' has no audio track to follow")
     return vinfo
@@ -489,6 +507,10 @@ def _check_paths(video: str | os.PathLike[str], audio: str | os.PathLike[str],
     check_distinct({"the input video": video, "the reference audio": audio}, outputs)
     for o in outputs.values():
         check_output(o, overwrite)
+    if outputs.get("-o") is not None:
+        from avsync.media import check_output_container
+
+        check_output_container(outputs["-o"])
 
 
 def _render(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str] | None,
@@ -501,9 +523,27 @@ def _render(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: s
     ftimes = m.frame_times if len(m.frame_times) else frame_times(video)
     plan = frame_plan(m.corr, ftimes)
     if out is not None:
-        render(video, plan, m.corr.rate, out, audio_path=audio, crf=opts.crf, preset=opts.preset,
-               overwrite=opts.overwrite, progress=progress)
+        done = render(video, plan, m.corr.rate, out, audio_path=audio, crf=opts.crf, preset=opts.preset,
+                      overwrite=opts.overwrite, progress=progress, expect_audio_s=m.audio_seconds or None)
+        # The summary, map and stats describe the file written: the render covers the audio (a
+        # plan shorter than it is padded with its last frame, a longer one cut).
+        if done.n_frames != len(plan):
+            plan = np.concatenate([plan, np.full(max(0, done.n_frames - len(plan)), plan[-1])])[:done.n_frames]
+        _warn_held(video, plan, ftimes, float(m.corr.rate))
     return plan, ftimes, plan_stats(plan, len(ftimes))
+
+
+def _warn_held(video: str | os.PathLike[str], plan: np.ndarray, ftimes: np.ndarray, rate: float) -> None:
+    """Say so when the output holds the source's last frame for a large part of its length
+    (a 0.3 s video under 4 s of audio): aligned as asked, but mostly a still."""
+    last = int(len(ftimes) - 1)
+    first_held = int(np.searchsorted(plan, last))  # output frames from here on show the last frame
+    held_s = (len(plan) - first_held - 1) / rate
+    out_s = len(plan) / rate
+    if held_s >= max(HELD_WARN_SECONDS, HELD_WARN_FRACTION * out_s):
+        src_s = float(ftimes[-1]) + 1.0 / rate if len(ftimes) else 0.0
+        log.warning("'%s' is %.2f s long and the reference audio %.2f s: the output holds its last frame "
+                    "for the final %.2f s", video, src_s, out_s, held_s)
 
 
 def _confidence(corr: Correspondence) -> np.ndarray:
@@ -567,14 +607,15 @@ def warp_map(result: AlignResult, plan: np.ndarray, ftimes: np.ndarray, conf: np
     """The ``--map`` JSON: for every output frame, the source time and frame index shown."""
     corr = result.correspondence
     assert corr is not None
+    last = len(corr.src_time) - 1  # frames the render added past the warp hold its last value
     frames = [
         {
             "frame": k,
             "time": round(k / corr.rate, 6),
-            "src_time": round(float(corr.src_time[k]), 6),
+            "src_time": round(float(corr.src_time[min(k, last)]), 6),
             "src_frame": int(plan[k]),
             "src_frame_time": round(float(ftimes[plan[k]]), 6),
-            "confidence": round(float(conf[k]), 4),
+            "confidence": round(float(conf[min(k, last)]), 4),
         }
         for k in range(len(plan))
     ]

@@ -22,7 +22,8 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 # Packet-time deltas deviating from the median by more than this fraction (plus one tick of
 # the stream time base) mark a stream as variable frame rate.
 VFR_TOLERANCE = 0.1
+
+# The largest picture avsync decodes: DCI 8K (8192x4320, 35.4 megapixels). A bigger one (or a
+# header that claims one) is refused from the stream header, before any frame is decoded.
+MAX_PICTURE = (8192, 4320)
+MAX_PIXELS = MAX_PICTURE[0] * MAX_PICTURE[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -141,6 +147,19 @@ def open_container(path: str | os.PathLike) -> Iterator[av.container.InputContai
         container.close()
 
 
+
+
+def check_picture_size(stream: av.video.stream.VideoStream, path: str | os.PathLike) -> None:
+    """Refuse, from the stream header, a picture larger than :data:`MAX_PIXELS` (or one whose
+    header gives no size): decoding it would take gigabytes before failing."""
+    cc = stream.codec_context
+    w, h = int(cc.width or 0), int(cc.height or 0)
+    if w <= 0 or h <= 0:
+        raise InputError(f"cannot read '{path}': its video stream gives no picture size")
+    if w * h > MAX_PIXELS or max(w, h) > 2 * MAX_PICTURE[0]:
+        raise InputError(f"cannot read '{path}': its picture is {w}x{h} ({w * h / 1e6:.0f} megapixels); "
+                         f"avsync takes at most {MAX_PIXELS / 1e6:.1f} megapixels "
+                         f"({MAX_PICTURE[0]}x{MAX_PICTURE[1]})")
 
 
 def _rotation_from_metadata(stream: av.stream.Stream) -> int | None:
@@ -251,6 +270,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                           audio_channels=int(cc.channels or 0), audio_codec=cc.name or "",
                           audio_duration=a_dur)
         if vs is not None:
+            check_picture_size(vs, p)
             cc = vs.codec_context
             first: list = []
             pts = np.sort(video_pts(c, vs, p, first_frame=first))
@@ -361,6 +381,7 @@ class FrameReader:
             if not c.streams.video:
                 raise InputError(f"no video stream in '{p}'")
             vs = c.streams.video[0]
+            check_picture_size(vs, p)
             vs.thread_type = "AUTO"
             total = vs.frames or None
             fps = float(vs.average_rate or vs.guessed_rate or 25)
@@ -604,6 +625,20 @@ def load_audio(path: str | os.PathLike, sr: int = 22050) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
+def decoded_audio_seconds(path: str | os.PathLike) -> float:
+    """Seconds of the first audio track as :func:`load_audio` places it (on the video's clock),
+    counted from its decoded samples in a streaming pass (a container's duration field can be
+    missing or wrong)."""
+    rate = 0
+    n = 0
+    for ch in iter_audio(path, layout="mono"):
+        n += ch.shape[1]
+    with open_container(path) as c:
+        st = c.streams.audio[0]
+        rate = int(st.codec_context.sample_rate or st.rate or 0)
+    return n / rate if rate else 0.0
+
+
 def decode_skipping(container: av.container.InputContainer, stream: av.stream.Stream,
                     path: str | os.PathLike) -> Iterator[av.frame.Frame]:
     """Decoded frames of ``stream`` as they come: packets that fail to decode are skipped
@@ -727,10 +762,12 @@ def as_fraction(rate: float | Fraction | int | str) -> Fraction:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+def atomic_output(path: str | os.PathLike, overwrite: bool = False,
+                  verify: Callable[[str], None] | None = None) -> Iterator[str]:
     """Yield a temp path next to ``path`` (same extension); rename it onto ``path`` on success.
 
-    The temp file is removed on any failure, including KeyboardInterrupt.
+    ``verify(tmp)`` (e.g. :func:`verify_output`) runs on the complete temp file before the
+    rename. The temp file is removed on any failure, including KeyboardInterrupt.
 
     Raises
     ------
@@ -748,8 +785,156 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
         raise OutputError(f"'{p}' already exists (use --overwrite to replace it)")
     if not os.access(d, os.W_OK):
         raise OutputError(f"cannot write '{p}': permission denied")
-    with atomic_path(p, suffix=f".part{p.suffix}", overwrite=overwrite) as tmp:
+    with atomic_path(p, suffix=f".part{p.suffix}", overwrite=overwrite, verify=verify) as tmp:
         yield tmp
+
+
+# Sample rates the AAC encoder takes; others are resampled (see :func:`aac_rate`).
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def aac_rate(rate: int) -> int:
+    """The rate to encode AAC at for audio at ``rate`` Hz: ``rate`` itself when AAC takes it,
+    48 kHz above 96 kHz (a 192 kHz studio reference), else the next AAC rate up."""
+    r = int(rate)
+    if r in AAC_RATES:
+        return r
+    if r > AAC_RATES[-1]:
+        return 48000
+    return min(x for x in AAC_RATES if x >= r) if r > 0 else 48000
+
+
+def check_output_container(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output whose container (by its extension) cannot hold the
+    H.264 video and AAC audio avsync writes (``-o out.wav``, ``.png``, ``.webm``, none)."""
+    ext = os.path.splitext(str(path))[1].lower()
+    hint = "use .mp4, .mov, .mkv or .avi"
+    if not ext:
+        raise OutputError(f"cannot write video to '{path}': no file extension to pick a container ({hint})")
+    with tempfile.TemporaryDirectory(prefix="avsync-fmt-") as d:
+        try:
+            c = av.open(os.path.join(d, f"probe{ext}"), "w")
+        except (av.error.FFmpegError, ValueError, OSError):
+            raise OutputError(f"cannot write video to '{path}': unknown container '{ext}' ({hint})") from None
+        try:
+            c.add_stream("libx264", rate=25)
+            c.add_stream("aac", rate=48000)
+        except (av.error.FFmpegError, ValueError):
+            raise OutputError(f"cannot write video to '{path}': a {ext} file cannot hold H.264 video with "
+                              f"AAC audio ({hint})") from None
+        finally:
+            c.close()
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What a written file must decode to (:func:`verify_output`); None = not checked.
+
+    Attributes
+    ----------
+    n_frames : int, optional
+        Decoded video frames; within one frame.
+    video_seconds : float, optional
+        First frame's start to last frame's end (s); within ``frame_s``.
+    frame_s : float
+        One frame interval (s): the last frame's duration and the video tolerance.
+    audio_seconds : float, optional
+        Decoded audio (s); within one audio frame of the file's codec.
+    """
+
+    n_frames: int | None = None
+    video_seconds: float | None = None
+    frame_s: float = 0.0
+    audio_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a file decodes to (:func:`decoded_lengths`)."""
+
+    n_frames: int  # decoded video frames (0 without video)
+    video_seconds: float  # last frame's time - first frame's time (s), without the last frame's length
+    audio_seconds: float  # end of the last decoded audio sample, from the first video frame (s)
+    audio_frame_s: float  # longest decoded audio frame (s): the audio tolerance
+
+
+def decoded_lengths(path: str | os.PathLike) -> Decoded:
+    """Decode (one pass, no pixel conversion) every frame of the first video and audio streams."""
+    p = str(path)
+    with open_container(p) as c:
+        streams = [s for s in (c.streams.video[:1] + c.streams.audio[:1])]
+        for s in streams:
+            s.thread_type = "AUTO"
+        tally = _Tally()
+        try:
+            for packet in c.demux(streams):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    continue
+                for f in frames:
+                    tally.add(f)
+        except av.error.FFmpegError as exc:
+            log.warning("%s: stopped reading early (%s)", p, _why(exc))
+    return tally.result()
+
+
+class _Tally:
+    """Counts of decoded frames for :func:`decoded_lengths`."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.t0: float | None = None
+        self.t1 = 0.0
+        self.rate = self.longest = 0
+        self.a0: float | None = None
+        self.a_end = 0.0  # end (s) of the audio decoded so far: frame times plus decoded samples
+
+    def add(self, f: av.frame.Frame) -> None:
+        if isinstance(f, av.AudioFrame):
+            self.rate = f.sample_rate or self.rate
+            self.longest = max(self.longest, f.samples)
+            start = float(f.time) if f.time is not None else self.a_end
+            self.a0 = start if self.a0 is None else min(self.a0, start)
+            self.a_end = max(self.a_end, start) + f.samples / max(self.rate, 1)
+            return
+        self.n += 1
+        if f.time is not None:
+            t = float(f.time)
+            self.t0 = t if self.t0 is None else min(self.t0, t)
+            self.t1 = max(self.t1, t)
+
+    def result(self) -> Decoded:
+        r = self.rate
+        origin = self.t0 if self.t0 is not None else (self.a0 or 0.0)
+        a_s = self.a_end - origin if self.a0 is not None else 0.0
+        return Decoded(self.n, (self.t1 - self.t0) if self.t0 is not None else 0.0,
+                       a_s, self.longest / r if r else 0.0)
+
+
+def verify_output(path: str | os.PathLike, plan: OutputPlan, name: str | os.PathLike | None = None) -> None:
+    """Re-open a written file and check it against ``plan``.
+
+    Raises
+    ------
+    OutputError
+        "'<name>' not written: ..." naming what differs (the file is then discarded by
+        the atomic writer, never put in place).
+    """
+    got = decoded_lengths(path)
+    shown = name if name is not None else path
+    bad: list[str] = []
+    eps = 1e-3
+    if plan.n_frames is not None and abs(got.n_frames - plan.n_frames) > 1:
+        bad.append(f"its video decodes to {got.n_frames} frame(s), {plan.n_frames} planned")
+    if plan.video_seconds is not None and got.n_frames:
+        v_s = got.video_seconds + plan.frame_s
+        if abs(v_s - plan.video_seconds) > plan.frame_s + eps:
+            bad.append(f"its video lasts {v_s:.3f} s, {plan.video_seconds:.3f} s planned")
+    if plan.audio_seconds is not None and abs(got.audio_seconds - plan.audio_seconds) > got.audio_frame_s + eps:
+        bad.append(f"its audio lasts {got.audio_seconds:.3f} s, {plan.audio_seconds:.3f} s planned")
+    if bad:
+        raise OutputError(f"'{shown}' not written: the encoded file does not check out ({'; '.join(bad)})")
 
 
 class MediaWriter:
@@ -861,10 +1046,13 @@ class MediaWriter:
             packet.pts -= shift
         if packet.dts is not None:
             packet.dts -= shift
+        # The end time is taken before muxing: mux() rescales pts/duration to the output
+        # stream's time base (Matroska's 1 ms in, 1/44100 out read 44x too long).
+        end = float((packet.pts + (packet.duration or 0)) * tb) if packet.pts is not None and tb else None
         packet.stream = self.audio
         self.container.mux(packet)
-        if packet.pts is not None and tb:
-            self._copy_last_t = float((packet.pts + (packet.duration or 0)) * tb)
+        if end is not None:
+            self._copy_last_t = end
 
     def audio_time(self) -> float:
         """Seconds of audio written so far."""

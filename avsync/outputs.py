@@ -162,7 +162,8 @@ def _commit_new(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> No
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
-                mode: int | None = None, overwrite: bool = True) -> Iterator[str]:
+                mode: int | None = None, overwrite: bool = True,
+                verify: Callable[[str], None] | None = None) -> Iterator[str]:
     """Yield a temp path beside ``path``; on success :func:`commit` it onto ``path``.
 
     Parameters
@@ -178,6 +179,10 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
     overwrite
         False: never replace a file at ``path``, even one that appears while writing (see
         :func:`commit`); user-facing outputs pass ``--overwrite`` here.
+    verify
+        Called as ``verify(tmp)`` once the temp file is complete, before the rename; an
+        exception it raises (e.g. a written video that does not decode to its plan) leaves
+        nothing in place.
 
     The temp file is removed on any failure, including KeyboardInterrupt.
     """
@@ -187,6 +192,8 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
     os.close(fd)
     try:
         yield tmp
+        if verify is not None:
+            verify(tmp)
         commit(tmp, p, mode, overwrite=overwrite)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -195,12 +202,13 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None], *,
-                 suffix: str | None = None, mode: int | None = None, overwrite: bool = True) -> None:
+                 suffix: str | None = None, mode: int | None = None, overwrite: bool = True,
+                 verify: Callable[[str], None] | None = None) -> None:
     """Call ``write(tmp_path)`` then rename the temp file onto ``path``; no partial file on failure.
 
-    ``suffix``, ``mode`` and ``overwrite`` as in :func:`atomic_path`.
+    ``suffix``, ``mode``, ``overwrite`` and ``verify`` as in :func:`atomic_path`.
     """
-    with atomic_path(path, suffix=suffix, mode=mode, overwrite=overwrite) as tmp:
+    with atomic_path(path, suffix=suffix, mode=mode, overwrite=overwrite, verify=verify) as tmp:
         write(tmp)
 
 

@@ -76,20 +76,21 @@ def write_shifted(
     _check_request(src, out, shift_s, drift_ms_per_min, overwrite)
     fmt = _CONTAINER_FORMAT[out_p.suffix.lower()]
     rate = drift_ms_per_min / 60000.0
-    try:
-        inp = av.open(str(src_p))
-    except (av.error.FFmpegError, OSError) as e:
-        raise InputError(f"cannot read '{src}': {e}") from None
-    with inp:
+    from avsync.media import open_container
+
+    with open_container(src_p) as inp:  # empty / unreadable input: one line
         vin, ain = _copyable_streams(inp, src, fmt)
         copy_audio = abs(shift_s) < 1e-9 and rate == 0.0
         retimed = None if copy_audio else _retimed_audio(inp, ain, src_p, shift_s, rate)
         inp.seek(0)
         info: dict[str, object] = {"audio": "copied"}
         try:
-            write_atomic(out_p, lambda tmp: info.update(_mux(tmp, fmt, inp, vin, ain, retimed)))
+            write_atomic(out_p, lambda tmp: info.update(_mux(tmp, fmt, inp, vin, ain, retimed)),
+                         verify=lambda tmp: _verify(tmp, out_p, info, retimed), overwrite=overwrite)
         except av.error.FFmpegError as e:
             raise OutputError(f"cannot write '{out}': {e}") from None
+    for k in ("n_video", "video_span", "frame_s"):
+        info.pop(k, None)
     info.update({"video": "copied", "shift_s": float(shift_s), "drift_ms_per_min": float(drift_ms_per_min)})
     return info
 
@@ -119,6 +120,9 @@ def _copyable_streams(inp, src: str | os.PathLike[str], fmt: str):  # type: igno
     if not inp.streams.audio:
         raise InputError(f"'{src}' has no audio stream")
     vin, ain = inp.streams.video[0], inp.streams.audio[0]
+    from avsync.media import check_picture_size
+
+    check_picture_size(vin, src)  # the written copy is decoded to check it
     extradata = vin.codec_context.extradata or b""
     if fmt == "avi" and vin.codec_context.name in ("h264", "hevc") and extradata[:1] == b"\x01":
         # Length-prefixed H.264/HEVC (mp4, mov, mkv) is not valid in AVI, and converting it
@@ -144,29 +148,141 @@ _AUDIO_START = 0.0  # output time (s) of the re-timed audio's first sample
 
 def _mux(tmp: str, fmt: str, inp, vin, ain, retimed) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """Write the output container: video packets copied, audio copied (``retimed`` None) or
-    encoded from ``retimed`` = (samples, rate, layout). Returns what happened to the audio."""
+    encoded from ``retimed`` = (samples, rate, layout). Returns what happened to the audio and
+    the video written (``n_video`` packets, ``video_span`` = (first, last) presentation time s).
+
+    Packets without a dts (Matroska stores none for reordered frames) are kept, their dts
+    derived (:class:`DtsFiller`); dropping them left a video that decodes to one frame."""
     import av
 
     with av.open(tmp, "w", format=fmt) as outc:
         vout = outc.add_stream_from_template(vin)
+        vfill = DtsFiller(vin)
         if retimed is None:
             aout = outc.add_stream_from_template(ain)
+            afill = DtsFiller(ain)
             for pkt in inp.demux(vin, ain):
-                if pkt.dts is None:
-                    continue
-                pkt.stream = vout if pkt.stream.index == vin.index else aout
-                outc.mux(pkt)
-            return {"audio": "copied"}
+                is_video = pkt.stream.index == vin.index
+                ready = (vfill if is_video else afill).push(pkt)
+                _mux_all(outc, ready, vout if is_video else aout)
+            _mux_all(outc, vfill.flush(), vout)
+            _mux_all(outc, afill.flush(), aout)
+            return {"audio": "copied", **vfill.written()}
         samples, sr, layout = retimed
         codec, aout = _add_audio_stream(outc, ain.codec_context.name, sr, layout)
         # Video first (copied as-is), then the audio; the muxer interleaves.
         for pkt in inp.demux(vin):
-            if pkt.dts is None:
-                continue
-            pkt.stream = vout
-            outc.mux(pkt)
+            _mux_all(outc, vfill.push(pkt), vout)
+        _mux_all(outc, vfill.flush(), vout)
         _encode_audio(outc, aout, samples, sr, layout, start=_AUDIO_START)
-    return {"audio": f"re-encoded ({codec})"}
+    return {"audio": f"re-encoded ({codec})", **vfill.written()}
+
+
+def _mux_all(outc, packets, stream) -> None:  # type: ignore[no-untyped-def]
+    for pkt in packets:
+        pkt.stream = stream
+        outc.mux(pkt)
+
+
+class DtsFiller:
+    """Gives every packet of one input stream a decoding timestamp, in demux order.
+
+    A packet without a dts before the first one that has one (the reordered frames at the
+    start of a Matroska H.264 stream) is held until that one comes and gets ``known - j * step``
+    counting back (never after its own pts); one later on gets ``previous + step`` (capped at
+    its pts); a stream with no dts at all gets its sorted pts moved back by the smallest whole
+    number of frames that keeps every dts at or before its pts. ``step`` is the packet
+    duration, else one frame (stream ticks). Flush packets (empty) are dropped.
+    """
+
+    HOLD = 256  # packets held at most while waiting for a dts
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        rate = getattr(stream, "average_rate", None) or getattr(stream, "guessed_rate", None)
+        tb = stream.time_base
+        self.default_step = max(1, int(round(1 / (rate * tb)))) if rate and tb else 1
+        self.tb = float(tb) if tb else 0.0
+        self.last: int | None = None
+        self.pending: list = []
+        self.n = 0
+        self.lo: int | None = None
+        self.hi: int | None = None
+
+    def _step(self, pkt) -> int:  # type: ignore[no-untyped-def]
+        return int(pkt.duration) if pkt.duration else self.default_step
+
+    def push(self, pkt) -> list:  # type: ignore[no-untyped-def]
+        """The packets ready to mux (in order) after ``pkt``."""
+        if pkt.size == 0:
+            return []
+        if pkt.dts is None and self.last is None:
+            self.pending.append(pkt)
+            return self.flush() if len(self.pending) >= self.HOLD else []
+        if pkt.dts is None:
+            cap = pkt.pts if pkt.pts is not None else self.last + self._step(pkt)
+            pkt.dts = max(self.last + 1, min(self.last + self._step(pkt), cap))
+        out = self._back_from(int(pkt.dts)) + [pkt]
+        self._note(pkt)
+        return out
+
+    def _back_from(self, known: int) -> list:
+        """The held packets, their dts counted back from ``known``."""
+        held, self.pending = self.pending, []
+        d = known
+        for p in reversed(held):
+            d -= self._step(p)
+            if p.pts is not None:
+                d = min(d, int(p.pts))
+            p.dts = d
+        for p in held:
+            self._note(p)
+        return held
+
+    def flush(self) -> list:
+        """Held packets when no dts ever came: from their presentation times."""
+        held, self.pending = self.pending, []
+        if not held:
+            return []
+        step = self._step(held[0])
+        prev = -step
+        for p in held:  # (only held while no dts has come: self.last is None)
+            if p.pts is None:
+                p.pts = prev + step
+            prev = int(p.pts)
+        pts = [int(p.pts) for p in held]
+        srt = sorted(pts)
+        back = max(0, max(-(-(s - q) // step) for s, q in zip(srt, pts, strict=True)))
+        for p, s in zip(held, srt, strict=True):
+            p.dts = s - back * step
+            self._note(p)
+        return held
+
+    def _note(self, p) -> None:  # type: ignore[no-untyped-def]
+        self.last = int(p.dts)
+        self.n += 1
+        t = int(p.pts) if p.pts is not None else int(p.dts)
+        self.lo = t if self.lo is None else min(self.lo, t)
+        self.hi = t if self.hi is None else max(self.hi, t)
+
+    def written(self) -> dict[str, object]:
+        """``n_video`` packets passed on and ``video_span`` (first, last) presentation time (s)."""
+        span = (self.lo * self.tb, self.hi * self.tb) if self.lo is not None and self.hi is not None else (0.0, 0.0)
+        return {"n_video": self.n, "video_span": span, "frame_s": self.default_step * self.tb}
+
+
+def _verify(tmp: str, out: Path, info: dict, retimed) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Decode the written file: every copied video packet a frame, the video as long as the
+    input's, the re-timed audio as long as planned (see :func:`avsync.media.verify_output`)."""
+    from avsync import media
+
+    lo, hi = info["video_span"]
+    frame_s = float(info["frame_s"])
+    audio_s = None
+    if retimed is not None:  # the audio starts at _AUDIO_START; durations count from the first frame
+        samples, sr, _ = retimed
+        audio_s = _AUDIO_START + samples.shape[1] / sr - lo
+    media.verify_output(tmp, media.OutputPlan(n_frames=int(info["n_video"]), video_seconds=hi - lo + frame_s,
+                                              frame_s=frame_s, audio_seconds=audio_s), out)
 
 
 def _first_video_time(path: Path) -> float:
@@ -188,9 +304,9 @@ def _decode_audio(inp, stream) -> tuple[np.ndarray, int, float, str]:  # type: i
     chunks: list[np.ndarray] = []
     start: float | None = None
     sr = int(stream.codec_context.sample_rate or stream.rate)
-    layout = stream.codec_context.layout.name if stream.codec_context.layout else "stereo"
-    if stream.codec_context.channels > 2:
-        layout = "stereo"
+    # Mono or stereo by channel count: a stream may carry no layout name ("1 channels"), which
+    # no encoder takes; more than two channels are mixed down to stereo.
+    layout = "mono" if stream.codec_context.channels == 1 else "stereo"
     def frames():  # type: ignore[no-untyped-def]
         # A damaged packet (AC-3 in AVI often starts with one) is skipped, as on analysis.
         for packet in inp.demux(stream):
@@ -248,6 +364,8 @@ def _add_audio_stream(outc, in_codec: str, sr: int, layout: str):  # type: ignor
     """Add an audio stream the container accepts: the input's codec when possible, else AAC."""
     import av
 
+    from avsync import media
+
     fmt = outc.format.name
     candidates = []
     if in_codec in _PCM and fmt in ("mov", "matroska", "avi"):
@@ -262,7 +380,7 @@ def _add_audio_stream(outc, in_codec: str, sr: int, layout: str):  # type: ignor
     last: Exception | None = None
     for codec in candidates:
         try:
-            s = outc.add_stream(codec, rate=sr, layout=layout)
+            s = outc.add_stream(codec, rate=media.aac_rate(sr) if codec == "aac" else sr, layout=layout)
             if codec == "aac":
                 s.codec_context.bit_rate = 192_000
             return codec, s
@@ -272,13 +390,14 @@ def _add_audio_stream(outc, in_codec: str, sr: int, layout: str):  # type: ignor
 
 
 def _encode_audio(outc, stream, samples: np.ndarray, sr: int, layout: str, start: float) -> None:  # type: ignore[no-untyped-def]
-    """Encode planar float samples (C, M) into ``stream``; first sample at time ``start``."""
+    """Encode planar float samples (C, M) at ``sr`` into ``stream`` (resampled to its rate, e.g.
+    192 kHz to 48 kHz for AAC); first sample at time ``start``."""
     import av
 
     cc = stream.codec_context
     step = cc.frame_size or 1024
     fmt = cc.format.name if cc.format else "fltp"
-    resampler = av.AudioResampler(format=fmt, layout=layout, rate=sr)
+    resampler = av.AudioResampler(format=fmt, layout=layout, rate=int(cc.sample_rate or sr))
     pts0 = int(round(max(0.0, start) * sr))
     for i in range(0, samples.shape[1], step):
         chunk = np.ascontiguousarray(samples[:, i : i + step])

@@ -153,7 +153,7 @@ def _audio_source(audio_path: str, out_ext: str, audio_sr: int | None):
     copy = (info.audio_codec == "aac" and out_ext in AAC_COPY_EXTS
             and (audio_sr is None or int(audio_sr) == info.audio_rate))
     layout = "mono" if info.audio_channels == 1 else "stereo"
-    return copy, int(audio_sr or info.audio_rate), layout
+    return copy, int(audio_sr or info.audio_rate) if copy else media.aac_rate(audio_sr or info.audio_rate), layout
 
 
 def _copy_packets(audio_path: str) -> Iterator[tuple[av.container.InputContainer, object]]:
@@ -173,8 +173,14 @@ def _copy_packets(audio_path: str) -> Iterator[tuple[av.container.InputContainer
 def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fraction,
            out_path: str | os.PathLike, *, audio_path: str | os.PathLike | None = None,
            audio_sr: int | None = None, crf: int = 18, preset: str = "veryfast",
-           overwrite: bool = False, progress: Progress | None = None) -> None:
+           overwrite: bool = False, progress: Progress | None = None,
+           expect_audio_s: float | None = None) -> Rendered:
     """Write the source frames ``plan`` at ``out_rate`` (libx264) with the reference audio.
+
+    Before the output is put in place it is re-opened and decoded
+    (:func:`avsync.media.verify_output`): its frame count and video duration must be what was
+    encoded, its audio duration what was written (and ``expect_audio_s`` when given), each
+    within a frame / an audio frame; otherwise nothing is written and OutputError is raised.
 
     The source is decoded once, sequentially; only the current frame is held. Width,
     height (rounded down to even), pixel aspect ratio and display rotation are kept.
@@ -202,6 +208,14 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
         Replace an existing ``out_path``.
     progress : Progress, optional
         Called as ``progress("render", k, K)``.
+    expect_audio_s : float, optional
+        The reference audio's decoded duration (s, on the output clock) the caller planned
+        for; the written audio is checked against it.
+
+    Returns
+    -------
+    Rendered
+        Frames and seconds written (as verified).
 
     Raises
     ------
@@ -213,6 +227,7 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
         Empty, non-monotonic or out-of-range plan.
     """
     plan = _checked_plan(plan)
+    media.check_output_container(out_path)
     vpath = str(video_path)
     info = _checked_source(vpath, plan)
     check_distinct({"the input video": video_path, "the reference audio": audio_path}, {"the output": out_path})
@@ -225,7 +240,15 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
     with media.open_container(vpath) as vc:
         src_pts = np.sort(media.video_pts(vc, vc.streams.video[0], vpath))
 
-    with media.atomic_output(out_path, overwrite) as tmp, media.open_container(vpath) as dc:
+    done: list[Rendered] = []
+
+    def verify(tmp: str) -> None:
+        r = done[0]
+        media.verify_output(tmp, media.OutputPlan(
+            n_frames=r.n_frames, video_seconds=r.n_frames / float(rate), frame_s=1.0 / float(rate),
+            audio_seconds=r.audio_seconds if expect_audio_s is None else expect_audio_s), out_path)
+
+    with media.atomic_output(out_path, overwrite, verify) as tmp, media.open_container(vpath) as dc:
         ds = dc.streams.video[0]
         ds.thread_type = "AUTO"
         frames = _SourceFrames(dc, ds, src_pts)
@@ -237,7 +260,9 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
             audio_layout=a_layout or "stereo", audio_template=template)
         try:
             k = _encode(writer, frames, _AudioFeed(items, copy), plan, rate, progress)
+            a_s = writer.audio_time() if items is not None else None
             writer.close()
+            done.append(Rendered(k, k / float(rate), a_s))
         except BaseException:
             writer.abort()
             raise
@@ -246,6 +271,26 @@ def render(video_path: str | os.PathLike, plan: np.ndarray, out_rate: float | Fr
                 items.close()
         if progress is not None:
             progress("render", k, k)
+    return done[0]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What :func:`render` wrote (and verified by decoding it).
+
+    Attributes
+    ----------
+    n_frames : int
+        Output video frames.
+    video_seconds : float
+        ``n_frames / out_rate``.
+    audio_seconds : float or None
+        Audio written (s); None without audio.
+    """
+
+    n_frames: int
+    video_seconds: float
+    audio_seconds: float | None
 
 
 def _checked_plan(plan: np.ndarray) -> np.ndarray:

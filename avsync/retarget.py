@@ -682,6 +682,10 @@ def _check_paths(dance: str | os.PathLike[str], music: str | os.PathLike[str],
     check_distinct({"the dance video": dance, "the music": music}, outputs)
     for o in outputs.values():
         check_output(o, overwrite)
+    if outputs.get("-o") is not None:  # the video
+        from avsync.media import check_output_container
+
+        check_output_container(outputs["-o"])
 
 
 def _probe_dance(dance: str | os.PathLike[str]) -> bool:

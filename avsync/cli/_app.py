@@ -288,9 +288,25 @@ def _root(
     del version  # handled by its callback
 
 
+def _warning_to_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: Any = None, line: str | None = None) -> None:
+    """Python warnings go through the tool's own warning line (held like the library's log
+    warnings, so a failing command still prints one line). numpy's floating-point
+    RuntimeWarnings ("Mean of empty slice", "invalid value encountered") say nothing a user
+    can act on: debug log only."""
+    import logging
+
+    log = logging.getLogger("avsync")
+    if issubclass(category, RuntimeWarning):
+        log.debug("%s:%d: %s", filename, lineno, message)
+    else:
+        log.warning("%s", " ".join(str(message).split()))
+
+
 def main() -> None:
     import warnings
 
+    warnings.showwarning = _warning_to_log
     # mediapipe 0.10.14 calls a deprecated protobuf API on every frame: not the user's concern.
     warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
     os.environ.setdefault("GLOG_minloglevel", "2")
