@@ -189,48 +189,54 @@ def test_a_killed_worker_leaves_no_partial_output_and_its_item_is_recorded(
 
 
 def test_cli_through_ray_address_sigterm_then_resume(cluster: str, takes: Path, tmp_path: Path) -> None:
-    """`avsync batch --executor ray` with RAY_ADDRESS: SIGTERM mid-run records what finished and
-    leaves no temp file; --resume redoes only what is missing. What Ray prints about the worker
-    that died (t3) goes to stderr, never into the JSON lines on stdout."""
+    """`avsync batch --executor ray` with RAY_ADDRESS. SIGTERM mid-run: the item being written
+    (t2) leaves no temp file and no record; the item whose output is already in place (t3, busy
+    after its write, like align's map and plot) finishes and is recorded. --resume redoes only
+    what is missing or failed. What Ray prints about a worker that died (t4) goes to stderr,
+    never into the JSON lines on stdout."""
     out = tmp_path / "out"
     out.mkdir()
     log = tmp_path / "log.txt"
 
-    def manifest(slow: float) -> Path:
+    def manifest(*rows_options: dict) -> Path:
         rows = [{"id": f"t{i}", "command": "fake", "video": str(takes / f"take{i:02d}.mp4"),
-                 "audio": str(takes / "song.wav"), "output": str(out / f"t{i}.mp4"), "log": str(log)}
-                for i in range(4)]
-        rows[1]["fail"] = True
-        rows[3]["crash"] = True
-        rows[2]["sleep"] = slow
+                 "audio": str(takes / "song.wav"), "output": str(out / f"t{i}.mp4"), "log": str(log), **o}
+                for i, o in enumerate(rows_options)]
         return _write_jsonl(tmp_path / "m.jsonl", rows)
 
     r = tmp_path / "r.jsonl"
     env = dict(_env(), RAY_ADDRESS=cluster)
-    cmd = fake_cli("batch", str(manifest(60)), "--executor", "ray", "--results", str(r))
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    m = manifest({}, {"fail": True}, {"sleep": 60}, {"after": 8})
+    p = subprocess.Popen(fake_cli("batch", str(m), "--executor", "ray", "--results", str(r)), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ready() -> bool:
+        started = log.read_text() if log.exists() else ""
+        return (f"start {out / 't2.mp4'}" in started and (out / "t3.mp4").exists()
+                and r.exists() and len(_records(r)) == 2)
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (log.exists() and f"start {out / 't2.mp4'}" in log.read_text()):
-        time.sleep(0.1)
-    while time.monotonic() < deadline and not (r.exists() and len(_records(r)) == 3):
-        time.sleep(0.1)
+    while time.monotonic() < deadline and not ready():
+        time.sleep(0.05)
+    assert ready()
     p.send_signal(signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=60)
     assert p.returncode == 130, stderr
     assert stdout == "" and stderr.splitlines()[-1].startswith("avsync: interrupted after"), stderr
-    assert {x["id"]: x["status"] for x in _records(r)} == {"t0": "ok", "t1": "error", "t3": "error"}
-    assert sorted(os.listdir(out)) == ["t0.mp4"]  # t2's half-written temp file is gone
+    assert {x["id"]: x["status"] for x in _records(r)} == {"t0": "ok", "t1": "error", "t3": "ok"}
+    assert sorted(os.listdir(out)) == ["t0.mp4", "t3.mp4"]  # t2's half-written temp file is gone
 
     log.unlink()
-    p2 = subprocess.run(fake_cli("batch", str(manifest(0)), "--executor", "ray", "--results", str(r), "--resume"),
+    m = manifest({}, {"fail": True}, {}, {"after": 8}, {"crash": True})
+    p2 = subprocess.run(fake_cli("batch", str(m), "--executor", "ray", "--results", str(r), "--resume"),
                         env=env, capture_output=True, text=True, timeout=120)
     assert p2.returncode == 1 and p2.stdout == "", p2.stderr
     *ray_lines, last = p2.stderr.splitlines()
-    assert last.startswith("avsync: error: 2 of 4 items failed (1 ok, 2 failed, 1 skipped of 4;"), p2.stderr
-    assert all("(raylet)" in ln for ln in ray_lines), p2.stderr  # Ray's word on the worker that died
+    assert last.startswith("avsync: error: 2 of 5 items failed (1 ok, 2 failed, 2 skipped of 5;"), p2.stderr
+    assert ray_lines and all("(raylet)" in ln for ln in ray_lines), p2.stderr  # Ray's word on t4's worker
     assert sorted(line.split()[1] for line in log.read_text().splitlines()) == [
-        str(out / f"t{i}.mp4") for i in (1, 2, 3, 3)]  # t3 dies at once, is retried once
-    assert sorted(os.listdir(out)) == ["t0.mp4", "t2.mp4"]
+        str(out / f"t{i}.mp4") for i in (1, 2, 4, 4)]  # t4 dies at once and is retried once
+    assert sorted(os.listdir(out)) == ["t0.mp4", "t2.mp4", "t3.mp4"]
     assert (out / "t2.mp4").read_bytes() == (takes / "take02.mp4").read_bytes()
     assert sorted((x["id"], x["status"]) for x in _records(r)) == [
-        ("t0", "ok"), ("t1", "error"), ("t1", "error"), ("t2", "ok"), ("t3", "error"), ("t3", "error")]
+        ("t0", "ok"), ("t1", "error"), ("t1", "error"), ("t2", "ok"), ("t3", "ok"), ("t4", "error")]

@@ -164,10 +164,10 @@ class _RayRun:
         task, attempt, since = self.live.pop(ref)
         try:
             rec = self.ray.get(ref)
+        except self.ray.exceptions.TaskCancelledError:  # (also as a RayTaskError) only by interrupt()
+            return
         except self.ray.exceptions.RayTaskError as e:  # raised inside the task, outside execute's net
             rec = failed(task, f"the Ray task failed: {type(e.cause).__name__}: {e.cause}")
-        except self.ray.exceptions.TaskCancelledError:
-            return
         except self.ray.exceptions.RayError as e:  # the worker (or its node) died
             remove_partials(task, since)
             if attempt <= RETRIES:
