@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, AVSYNC_NO_PROGRESS="1", PYTHONPATH=str(ROOT))
-    env.pop("AVSYNC_DEBUG", None)
+    for k in ("AVSYNC_DEBUG", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):  # the CLI must keep loopback on its own
+        env.pop(k, None)
     return env
 
 
@@ -66,6 +67,28 @@ def dying_runner(inputs: list[Path], output: Path | None, options: dict, overwri
 
 
 b.register_command(b.CommandSpec("die", ("video", "audio"), "required", "tests.test_batch_ray:dying_runner"))
+
+
+def test_cli_starts_a_local_cluster_on_loopback(takes: Path, tmp_path: Path) -> None:
+    """No RAY_ADDRESS: `avsync batch --executor ray` starts its own cluster on 127.0.0.1 (before
+    the module's cluster exists), runs the items and stops it; JSON lines alone on stdout."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"id": "ok", "command": "fake", "video": str(takes / "take00.mp4"), "output": str(out / "ok.mp4")},
+            {"id": "dies", "command": "fake", "video": str(takes / "take01.mp4"), "output": str(out / "dies.mp4"),
+             "crash": True}]
+    m = _write_jsonl(tmp_path / "m.jsonl", [{**r, "audio": str(takes / "song.wav")} for r in rows])
+    env = _env()
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run(fake_cli("batch", str(m), "--executor", "ray", "--jobs", "2"), env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert p.returncode == 1, p.stderr
+    recs = {r["id"]: r for r in map(json.loads, p.stdout.splitlines())}
+    assert recs["ok"]["status"] == "ok" and (out / "ok.mp4").read_bytes() == (takes / "take00.mp4").read_bytes()
+    assert recs["dies"]["error"] == "the Ray worker died while running this item (WorkerCrashedError; tried 2 times)"
+    *ray_lines, last = p.stderr.splitlines()
+    assert last.startswith("avsync: error: 1 of 2 items failed"), p.stderr
+    assert ray_lines and all("Worker IP address: 127.0.0.1 " in ln for ln in ray_lines), p.stderr
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +263,19 @@ def test_cli_through_ray_address_sigterm_then_resume(cluster: str, takes: Path, 
     assert (out / "t2.mp4").read_bytes() == (takes / "take02.mp4").read_bytes()
     assert sorted((x["id"], x["status"]) for x in _records(r)) == [
         ("t0", "ok"), ("t1", "error"), ("t1", "error"), ("t2", "ok"), ("t3", "ok"), ("t4", "error")]
+
+
+def test_an_unreachable_ray_address_is_one_line(takes: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    m = _write_jsonl(tmp_path / "m.jsonl", [{"command": "fake", "video": str(takes / "take00.mp4"),
+                                             "audio": str(takes / "song.wav"), "output": str(tmp_path / "o.mp4")}])
+    address = f"127.0.0.1:{port}"
+    p = subprocess.run(fake_cli("batch", str(m), "--executor", "ray"), env=dict(_env(), RAY_ADDRESS=address),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr == f"avsync: error: cannot reach the Ray cluster at RAY_ADDRESS={address}: Connection refused\n"
+    assert not (tmp_path / "o.mp4").exists()

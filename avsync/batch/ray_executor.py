@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,12 +29,14 @@ from typing import Any
 
 from avsync.batch.commands import execute
 from avsync.batch.pool import remove_partials
+from avsync.errors import AvsyncError
 
 Record = Callable[[dict], None]
 
 RETRIES = 1  # extra attempts for an item whose worker died
 GRACE = 10.0  # seconds running items get to stop after Ctrl-C / SIGTERM
 OBJECT_STORE_BYTES = 100 * 1024**2  # a local cluster only passes small task dicts and records
+CONNECT_TIMEOUT = 5.0  # seconds to reach RAY_ADDRESS before giving up
 
 
 def run_ray(tasks: list[dict[str, Any]], jobs: int, record: Record, timeout: float | None) -> None:
@@ -69,21 +72,51 @@ def _connect(jobs: int) -> tuple[Any, bool]:
     """Import and initialise Ray; the module, and whether it was initialised here."""
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return sys.modules["ray"], False
-    local = not os.environ.get("RAY_ADDRESS")
-    if local:
-        # Read by Ray at import: bind every service of the local cluster to loopback (Ray
-        # otherwise swaps 127.0.0.1 for this machine's reachable address). Without effect
-        # when this process imported ray already.
+    address = os.environ.get("RAY_ADDRESS", "")
+    host, port = _host_port(address)
+    if address and port is not None:
+        _check_reachable(address, host, port)
+    if not address or host in LOOPBACK:
+        # Read by Ray at import: keep a cluster on this machine on loopback (Ray otherwise
+        # swaps 127.0.0.1 for this machine's reachable address, where nothing listens).
+        # Without effect when this process imported ray already.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for a local cluster, stated: no warning
     import ray
 
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if local:
+    if not address:
         kw.update(address=None, _node_ip_address="127.0.0.1", num_cpus=max(1, jobs),
                   object_store_memory=OBJECT_STORE_BYTES)
-    ray.init(**kw)
+    try:
+        ray.init(**kw)
+    except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the user gets one line
+        where = f"connect to the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray cluster"
+        first = " ".join(str(e).split("\n")[0].split())
+        raise AvsyncError(f"cannot {where}: {type(e).__name__}: {first}"[:400]) from None
     return ray, True
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _host_port(address: str) -> tuple[str, int | None]:
+    """``host`` and ``port`` of a ``RAY_ADDRESS`` (``[ray://]host:port``); port None for
+    ``auto`` and other forms."""
+    rest = address.split("://", 1)[-1]
+    host, _, port = rest.rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else ("", None)
+
+
+def _check_reachable(address: str, host: str, port: int) -> None:
+    """Fail in a few seconds, in one line, when nothing listens at ``RAY_ADDRESS`` (Ray itself
+    retries for minutes)."""
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise AvsyncError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: "
+                          f"{e.strerror or type(e).__name__}") from None
 
 
 class _ThreadStdout:
