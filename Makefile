@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ray]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -8,8 +8,10 @@
    available, on both splits, and writes bench/RESULTS.md.
 4. Speed: a 60 s 720p clip aligned end to end vs. a plain PyAV decode+encode of the same file;
    peak memory (RSS) for 60 s and ~600 s inputs.
+5. Batch throughput (bench/batch_throughput.py): `avsync batch` over 16 copies of a small clip,
+   local pool at 1 and 2 jobs and Ray, as items per minute and as a ratio to the single run.
 
-Usage: python bench/run_bench.py [--quick] [--backends a,b] [--no-speed] [--max-clips N]
+Usage: python bench/run_bench.py [--quick] [--backends a,b] [--no-speed] [--no-batch] [--max-clips N]
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ def main() -> None:
     ap.add_argument("--max-clips", type=int, default=None, help="clips per split (default: all held-out, 12 dev)")
     ap.add_argument("--no-real", action="store_true", help="skip the real-footage protocol")
     ap.add_argument("--real-part", default="check", choices=("check", "fit", "all"))
+    ap.add_argument("--no-batch", action="store_true", help="skip the batch throughput runs")
     args = ap.parse_args()
     from avsync.cache import cache_dir
     from avsync.evaluation.data import bbb_splits
@@ -181,6 +184,10 @@ def main() -> None:
         md += ["## Speed and memory", "", "| run | wall | vs real time | peak RSS |", "|---|---|---|---|"]
         md += speed(media, work, full=not args.quick)
         md.append("")
+    if not args.no_batch:
+        from bench.batch_throughput import throughput
+
+        md += ["## Batch throughput", "", *throughput()[1], ""]
     md.append(f"_Total bench time {time.time() - t0:.0f} s._")
     (ROOT / "bench" / "RESULTS.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

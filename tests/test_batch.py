@@ -480,7 +480,7 @@ def test_ray_executor_missing_is_one_clear_line(takes: Path, tmp_path: Path) -> 
                                              "audio": str(takes / "song.wav"), "output": str(tmp_path / "o.mp4")}])
     p = subprocess.run(fake_cli("batch", str(m), "--executor", "ray"), env=_env(), capture_output=True, text=True,
                        timeout=60)
-    assert p.returncode == 1 and p.stderr == "avsync: error: ray is not installed: pip install ray\n"
+    assert p.returncode == 1 and p.stderr == "avsync: error: ray is not installed: pip install 'avsync[ray]'\n"
 
 
 # --------------------------------------------------------------------------- the real commands

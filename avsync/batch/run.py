@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,11 +117,8 @@ def _check_arguments(resume: bool, results: str | Path | None, executor: str, jo
         raise InputError("--resume needs --results FILE (the record of what is done)")
     if executor not in ("local", "ray"):
         raise InputError(f"unknown executor {executor!r} (local or ray)")
-    if executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise InputError("ray is not installed: pip install ray") from None
+    if executor == "ray" and importlib.util.find_spec("ray") is None:  # not imported here: see ray_executor
+        raise InputError("ray is not installed: pip install 'avsync[ray]'")
     if jobs < 0:
         raise InputError("--jobs must be 0 or more")
 
