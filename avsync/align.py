@@ -507,10 +507,11 @@ def _check_paths(video: str | os.PathLike[str], audio: str | os.PathLike[str],
     check_distinct({"the input video": video, "the reference audio": audio}, outputs)
     for o in outputs.values():
         check_output(o, overwrite)
-    if outputs.get("-o") is not None:
+    video_out = outputs.get("-o")
+    if video_out is not None:
         from avsync.media import check_output_container
 
-        check_output_container(outputs["-o"])
+        check_output_container(video_out)
 
 
 def _render(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str] | None,

@@ -682,10 +682,11 @@ def _check_paths(dance: str | os.PathLike[str], music: str | os.PathLike[str],
     check_distinct({"the dance video": dance, "the music": music}, outputs)
     for o in outputs.values():
         check_output(o, overwrite)
-    if outputs.get("-o") is not None:  # the video
+    video_out = outputs.get("-o")
+    if video_out is not None:
         from avsync.media import check_output_container
 
-        check_output_container(outputs["-o"])
+        check_output_container(video_out)
 
 
 def _probe_dance(dance: str | os.PathLike[str]) -> bool:

@@ -136,9 +136,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _untimed(obj: object) -> object:
-    """``obj`` without its timing fields (``seconds`` at any depth)."""
+    """``obj`` without its timing fields (``seconds``, ``stage_seconds`` at any depth)."""
     if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if k != "seconds"}
+        return {k: _untimed(v) for k, v in obj.items() if k not in ("seconds", "stage_seconds")}
     if isinstance(obj, list):
         return [_untimed(v) for v in obj]
     return obj
