@@ -54,6 +54,9 @@ def run_ray(tasks: list[dict[str, Any]], jobs: int, record: Record, timeout: flo
     """
     if not tasks:
         return
+    # Ray's driver, once it prints a worker's log line, replaces builtins.print for the whole
+    # process (for its progress bars) unless told not to; avsync's callers keep their print.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     # Ray prints to stdout (worker deaths, from a thread of its own and at shutdown): only the
     # records may go there.
     with _stdout_for_this_thread():
