@@ -147,6 +147,17 @@ def open_container(path: str | os.PathLike) -> Iterator[av.container.InputContai
         container.close()
 
 
+@contextlib.contextmanager
+def open_stream(path: str, kind: str) -> Iterator[tuple[av.container.InputContainer, av.stream.Stream]]:
+    """:func:`open_container` and its first ``kind`` (``'audio'`` | ``'video'``) stream;
+    InputError when the file has none."""
+    with open_container(path) as c:
+        streams = c.streams.audio if kind == "audio" else c.streams.video
+        if not streams:
+            raise InputError(f"no {kind} stream in '{path}'")
+        yield c, streams[0]
+
+
 
 
 def check_picture_size(stream: av.video.stream.VideoStream, path: str | os.PathLike) -> None:
@@ -308,10 +319,7 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
         Unreadable file or no video stream.
     """
     p = str(path)
-    with open_container(p) as c:
-        if not c.streams.video:
-            raise InputError(f"no video stream in '{p}'")
-        vs = c.streams.video[0]
+    with open_stream(p, "video") as (c, vs):
         pts = np.sort(video_pts(c, vs, p))
         if pts.size == 0:
             raise InputError(f"cannot read '{p}': video stream has no frames")
@@ -377,10 +385,7 @@ class FrameReader:
 
     def _run(self) -> Iterator[tuple[int, float, np.ndarray]]:
         p = self.path
-        with open_container(p) as c:
-            if not c.streams.video:
-                raise InputError(f"no video stream in '{p}'")
-            vs = c.streams.video[0]
+        with open_stream(p, "video") as (c, vs):
             check_picture_size(vs, p)
             vs.thread_type = "AUTO"
             total = vs.frames or None
@@ -526,10 +531,7 @@ def iter_audio(path: str | os.PathLike, *, rate: int | None = None, layout: str 
         Unreadable file or no audio stream.
     """
     p = str(path)
-    with open_container(p) as c:
-        if not c.streams.audio:
-            raise InputError(f"no audio stream in '{p}'")
-        st = c.streams.audio[0]
+    with open_stream(p, "audio") as (c, st):
         st.thread_type = "AUTO"
         rate = int(rate or st.codec_context.sample_rate or st.rate)
         layout = layout or st.codec_context.layout.name or "stereo"
@@ -722,10 +724,7 @@ def load_raw_audio(path: str | os.PathLike) -> tuple[np.ndarray, int, float]:
         Unreadable file or no audio stream.
     """
     p = str(path)
-    with open_container(p) as c:
-        if not c.streams.audio:
-            raise InputError(f"no audio stream in '{p}'")
-        s = c.streams.audio[0]
+    with open_stream(p, "audio") as (c, s):
         sr = int(s.codec_context.sample_rate or s.rate)
         res = av.AudioResampler(format="flt", layout="mono", rate=sr)
         chunks: list[np.ndarray] = []

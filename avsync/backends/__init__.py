@@ -6,6 +6,14 @@ Every backend implements the small :class:`Backend` protocol: features in, an
 :mod:`avsync.path` turns any Affinity into a Correspondence.
 
 Backends register a factory with :func:`register`; :func:`get_backend` builds one.
+
+The learned backends share two constructor parameters, documented here once:
+
+device : str
+    ``auto`` | ``cpu`` | ``cuda``.
+checkpoint : str or None
+    Registry name, file path, ``"tiny-test"`` (seeded random weights, offline) or None
+    (the backend's ``DEFAULT_CHECKPOINT``).
 """
 
 from __future__ import annotations

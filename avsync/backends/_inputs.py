@@ -6,15 +6,16 @@ The widths are those of :mod:`avsync.nn.inputs`.
 
 Sections
     per-frame rows (syncnet, avmatch, wlos): :func:`audio_frames`, :func:`mfcc_frames`,
-    :func:`logmel_subframes`, :func:`visual_frames`, :func:`visual_input`, :func:`windows`;
+    :func:`logmel_subframes`, :func:`visual_frames`, :func:`checked_visual_frames`, :func:`visual_input`,
+    :func:`windows`;
     phase log-mel sequences (tae, avst): :func:`seq_audio_frames`, :func:`seq_audio_input`,
     :func:`seq_visual_raw`, :func:`seq_visual_input`, :func:`kind_for`, :func:`resample_rows`;
     alignnet: :func:`audio_at_fps`, :func:`alignnet_visual_raw`, :func:`alignnet_visual_input`,
     :func:`alignnet_audio_input`;
-    lag tables: :func:`lag_bins`, :func:`band_table`, :func:`nanmean_cols`, :func:`smooth_rows`,
+    lag tables: :func:`lag_bins`, :func:`band_table`, :func:`band_lag_table`, :func:`nanmean_cols`, :func:`smooth_rows`,
     :func:`window_best_lags`, :func:`dtw_lag_path`, :func:`ridge_affinity`, :func:`row_margin`,
-    :func:`parabolic`;
-    checkpoints: :func:`dims_from_dict`, :func:`load_net`, :func:`embed_chunks`.
+    :func:`dtw_ridge_affinity`, :func:`parabolic`;
+    checkpoints: :func:`dims_from_dict`, :func:`load_net`, :func:`embed_chunks`, :func:`frame_embeddings`.
 """
 
 from __future__ import annotations
@@ -117,6 +118,17 @@ def visual_frames(visual: VisualFeatures, kind: str) -> np.ndarray | None:
         kp = np.asarray(visual.keypoints.values, dtype=np.float32)
         return kp[:, 1::2].copy()
     raise InputError(f"unknown picture input kind '{kind}' (motion | lips)")
+
+
+def checked_visual_frames(visual: VisualFeatures, kind: str, name: str) -> np.ndarray:
+    """:func:`visual_frames`, refusing (CannotMeasure) when the video lacks the ``kind`` rows
+    the ``name`` checkpoint needs or has fewer than 2 frames."""
+    raw = visual_frames(visual, kind)
+    if raw is None:
+        raise CannotMeasure(f"this {name} checkpoint needs {kind} features, which the video lacks")
+    if len(raw) < 2:
+        raise CannotMeasure("too few video frames to measure")
+    return raw
 
 
 def visual_input(raw: np.ndarray, kind: str) -> np.ndarray:
@@ -377,6 +389,13 @@ def band_table(a: np.ndarray, v: np.ndarray, n: int, fn: Callable[[np.ndarray, n
     return out
 
 
+def band_lag_table(a: np.ndarray, v: np.ndarray, max_shift: float, fps: float,
+                   fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, int]:
+    """:func:`band_table` over the :func:`lag_bins` of ``max_shift`` at ``fps``: (table, n)."""
+    n = lag_bins(max_shift, fps)
+    return band_table(a, v, n, fn), n
+
+
 def nanmean_cols(t: np.ndarray, min_rows: int) -> np.ndarray:
     """Column means over finite entries; NaN for columns with fewer than ``min_rows``."""
     ok = np.isfinite(t)
@@ -504,6 +523,17 @@ def row_margin(t: np.ndarray, j: np.ndarray, lower_better: bool = True) -> np.nd
     return out
 
 
+def dtw_ridge_affinity(cost: np.ndarray, n: int, fps: float) -> Affinity:
+    """Ridge Affinity along the DTW path of the banded ``cost`` (lower = better), weighted by
+    the per-row margin smoothed over 0.5 s (syncnet-dtw, avmatch)."""
+    from avsync.path import smooth_series
+
+    lag = dtw_lag_path(cost)
+    conf = row_margin(cost, lag, lower_better=True)
+    conf = smooth_series(conf, int(round(0.5 * fps)), order=0)
+    return ridge_affinity(lag, 0.05 + 0.95 * conf, n, fps)
+
+
 def parabolic(y: np.ndarray, k: int, maximum: bool = False) -> float:
     """Sub-bin position of the extremum at ``k`` from a parabola through y[k−1 … k+1].
 
@@ -572,3 +602,16 @@ def embed_chunks(fn: Callable[[Any], Any], x: np.ndarray, device: str, chunk: in
         for s in range(0, len(x), chunk):
             outs.append(fn(torch.from_numpy(np.ascontiguousarray(x[s : s + chunk])).to(device)).cpu().numpy())
     return np.concatenate(outs, axis=0) if outs else np.zeros((0, 1), np.float32)
+
+
+def frame_embeddings(model: Any, audio: AudioFeatures, visual: VisualFeatures, kind: str, frames: int,
+                     device: str, name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-video-frame audio and picture embeddings of a frame-window model (syncnet, avmatch):
+    ``model.embed_audio`` / ``model.embed_visual`` over ``frames``-wide windows; (ea, ev, fps)."""
+    fps = float(visual.fps)
+    raw = checked_visual_frames(visual, kind, name)
+    a = audio_frames(audio, fps)
+    v = visual_input(raw, kind)
+    ea = embed_chunks(model.embed_audio, windows(a, frames), device)
+    ev = embed_chunks(model.embed_visual, windows(v, frames), device)
+    return ea, ev, fps

@@ -38,11 +38,8 @@ class AlignNetBackend:
 
     Parameters
     ----------
-    device : str
-        auto | cpu | cuda.
-    checkpoint : str or None
-        Registry name, file path, ``"tiny-test"`` (seeded random weights, offline) or None
-        (the default for the input kind: ``alignnet-motion``).
+    device, checkpoint
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``alignnet-motion``.
     sigma_frames : float
         Width of the Gaussian ridge written into the Affinity around the predicted lag.
     hop : float

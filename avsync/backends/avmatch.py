@@ -35,21 +35,14 @@ import numpy as np
 
 from avsync.backends import BackendInfo, register
 from avsync.backends._inputs import (
-    audio_frames,
-    band_table,
-    dtw_lag_path,
-    embed_chunks,
-    lag_bins,
+    band_lag_table,
+    dtw_ridge_affinity,
+    frame_embeddings,
     load_net,
     nanmean_cols,
     parabolic,
-    ridge_affinity,
-    row_margin,
     smooth_rows,
-    visual_frames,
-    visual_input,
     window_best_lags,
-    windows,
 )
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
@@ -63,11 +56,8 @@ class AVMatchBackend:
 
     Parameters
     ----------
-    device : str
-        auto | cpu | cuda.
-    checkpoint : str or None
-        Registry name, file path, ``"tiny-test"`` (seeded random weights, offline) or None
-        (``avmatch-motion``).
+    device, checkpoint
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``avmatch-motion``.
     use_dtw : bool
         Affinity = ridge along the DTW path (default, as the paper); False = the raw match
         logits (for comparison).
@@ -97,25 +87,15 @@ class AVMatchBackend:
         """
         import torch
 
-        fps = float(visual.fps)
-        raw = visual_frames(visual, self.kind)
-        if raw is None:
-            raise CannotMeasure(f"this avmatch checkpoint needs {self.kind} features, which the video lacks")
-        if len(raw) < 2:
-            raise CannotMeasure("too few video frames to measure")
-        a = audio_frames(audio, fps)
-        v = visual_input(raw, self.kind)
-        w = self.dims.frames
-        ea = embed_chunks(self.model.embed_audio, windows(a, w), self.device)
-        ev = embed_chunks(self.model.embed_visual, windows(v, w), self.device)
-        n = lag_bins(max_shift, fps)
+        ea, ev, fps = frame_embeddings(self.model, audio, visual, self.kind, self.dims.frames, self.device, "avmatch")
 
         def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return self.model.match(torch.from_numpy(x).to(self.device),
                                         torch.from_numpy(y).to(self.device)).cpu().numpy()
 
-        return band_table(ea, ev, n, fn), n, fps
+        lg, n = band_lag_table(ea, ev, max_shift, fps, fn)
+        return lg, n, fps
 
     def affinity(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> Affinity:
         """DTW over the match cost −log σ(logit) → ridge Affinity (or raw logits with use_dtw=False)."""
@@ -125,12 +105,7 @@ class AVMatchBackend:
             return Affinity(scores=lg, lags=np.arange(-n, n + 1) / fps, rate=fps, start=0.0)
         with np.errstate(invalid="ignore"):
             cost = np.logaddexp(0.0, -lg)  # −log σ(logit), NaN stays NaN
-        lag = dtw_lag_path(cost)
-        conf = row_margin(cost, lag, lower_better=True)
-        from avsync.path import smooth_series
-
-        conf = smooth_series(conf, int(round(0.5 * fps)), order=0)
-        return ridge_affinity(lag, 0.05 + 0.95 * conf, n, fps)
+        return dtw_ridge_affinity(cost, n, fps)
 
     def offset(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> Offset:
         """Best lag by mean match log-probability.

@@ -51,11 +51,8 @@ class AVSTBackend:
 
     Parameters
     ----------
-    device : str
-        auto | cpu | cuda.
-    checkpoint : str or None
-        Registry name, file path, ``"tiny-test"`` (seeded random weights, offline) or None
-        (``avst-motion``).
+    device, checkpoint
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``avst-motion``.
     window : float or None
         Window length in seconds (default: the checkpoint's training window).
     hop : float

@@ -40,21 +40,16 @@ import numpy as np
 
 from avsync.backends import BackendInfo, register
 from avsync.backends._inputs import (
-    audio_frames,
-    band_table,
+    band_lag_table,
     dtw_lag_path,
-    embed_chunks,
-    lag_bins,
+    dtw_ridge_affinity,
+    frame_embeddings,
     load_net,
     nanmean_cols,
     parabolic,
-    ridge_affinity,
     row_margin,
     smooth_rows,
-    visual_frames,
-    visual_input,
     window_best_lags,
-    windows,
 )
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
@@ -68,11 +63,8 @@ class SyncNetBackend:
 
     Parameters
     ----------
-    device : str
-        auto | cpu | cuda.
-    checkpoint : str or None
-        Registry name, file path, ``"tiny-test"`` (seeded random weights, offline) or None
-        (``syncnet-motion``).
+    device, checkpoint
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``syncnet-motion``.
     smooth_frames : int
         Rows averaged along each lag in :meth:`affinity` (the per-frame distances are noisy).
     use_dtw : bool
@@ -102,18 +94,7 @@ class SyncNetBackend:
             Picture frame k = the 5 frames around k.
         fps : float
         """
-        fps = float(visual.fps)
-        raw = visual_frames(visual, self.kind)
-        if raw is None:
-            raise CannotMeasure(f"this {self.name} checkpoint needs {self.kind} features, which the video lacks")
-        if len(raw) < 2:
-            raise CannotMeasure("too few video frames to measure")
-        a = audio_frames(audio, fps)
-        v = visual_input(raw, self.kind)
-        w = self.dims.frames
-        ea = embed_chunks(self.model.embed_audio, windows(a, w), self.device)
-        ev = embed_chunks(self.model.embed_visual, windows(v, w), self.device)
-        return ea, ev, fps
+        return frame_embeddings(self.model, audio, visual, self.kind, self.dims.frames, self.device, self.name)
 
     def distances(
         self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float
@@ -125,8 +106,7 @@ class SyncNetBackend:
         (D of shape (Na, 2n + 1), n, fps)
         """
         ea, ev, fps = self.embeddings(audio, visual)
-        n = lag_bins(max_shift, fps)
-        d = band_table(ea, ev, n, lambda x, y: np.linalg.norm(x - y, axis=1))
+        d, n = band_lag_table(ea, ev, max_shift, fps, lambda x, y: np.linalg.norm(x - y, axis=1))
         return d, n, fps
 
     def affinity(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> Affinity:
@@ -135,12 +115,7 @@ class SyncNetBackend:
         d, n, fps = self.distances(audio, visual, max_shift)
         ds = smooth_rows(d, self.smooth)
         if self.use_dtw:
-            lag = dtw_lag_path(ds)
-            conf = row_margin(ds, lag, lower_better=True)
-            from avsync.path import smooth_series
-
-            conf = smooth_series(conf, int(round(0.5 * fps)), order=0)
-            return ridge_affinity(lag, 0.05 + 0.95 * conf, n, fps)
+            return dtw_ridge_affinity(ds, n, fps)
         return Affinity(scores=-ds, lags=np.arange(-n, n + 1) / fps, rate=fps, start=0.0)
 
     def offset(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> Offset:

@@ -169,11 +169,8 @@ class TAEBackend:
 
     Parameters
     ----------
-    device : str
-        auto | cpu | cuda.
-    checkpoint : str or None
-        Registry name, file path, ``"tiny-test"`` (seeded random weights, offline) or None
-        (``tae-motion``).
+    device, checkpoint
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``tae-motion``.
     stride : int or None
         Audio window stride in steps (default: 10 at 25 fps, scaled to the model's rate).
     sigma_frames : float

@@ -33,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from avsync.backends import BackendInfo, register
-from avsync.backends._inputs import lag_bins, load_net, mfcc_frames, n_frames, visual_frames, visual_input, windows
+from avsync.backends._inputs import (
+    checked_visual_frames,
+    lag_bins,
+    load_net,
+    mfcc_frames,
+    n_frames,
+    visual_input,
+    windows,
+)
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.types import Affinity, Offset, Signal
@@ -46,11 +54,8 @@ class WLOSBackend:
 
     Parameters
     ----------
-    device : str
-        auto | cpu | cuda.
-    checkpoint : str or None
-        Registry name, file path, ``"tiny-test"`` (seeded random weights, offline) or None
-        (``wlos-motion``).
+    device, checkpoint
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``wlos-motion``.
     hop : int
         Audio frames between analysed windows (rows in between are interpolated).
     """
@@ -86,11 +91,7 @@ class WLOSBackend:
         fps : float
         """
         fps = float(visual.fps)
-        raw = visual_frames(visual, self.kind)
-        if raw is None:
-            raise CannotMeasure(f"this wlos checkpoint needs {self.kind} features, which the video lacks")
-        if len(raw) < 2:
-            raise CannotMeasure("too few video frames to measure")
+        raw = checked_visual_frames(visual, self.kind, "wlos")
         a = mfcc_frames(audio, fps, n_mfcc=self.dims.n_mfcc)
         v = visual_input(raw, self.kind)
         n = lag_bins(max_shift, fps)

@@ -29,6 +29,7 @@ from typing import Any
 
 from avsync.batch.commands import execute
 from avsync.batch.pool import remove_partials
+from avsync.batch.worker import stat_key
 from avsync.errors import AvsyncError
 
 Record = Callable[[dict], None]
@@ -256,16 +257,6 @@ class ItemTimeout(BaseException):
     handler inside the command swallows it; temporary outputs are removed on the way out)."""
 
 
-def _stat_key(path: str | None) -> tuple[int, ...] | None:
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
-
 def run_item(task: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     """In a Ray worker: run one task into one record, cut at ``timeout`` seconds.
 
@@ -273,10 +264,10 @@ def run_item(task: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     its output was already renamed into place: then the item finishes and is recorded, rather
     than leave a finished file that the results file does not name.
     """
-    before = _stat_key(task.get("output"))
+    before = stat_key(task.get("output"))
 
     def committed() -> bool:
-        now = _stat_key(task.get("output"))
+        now = stat_key(task.get("output"))
         return now is not None and now != before
 
     def on_alarm(signum: int, frame: Any) -> None:

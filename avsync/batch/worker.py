@@ -23,7 +23,7 @@ from avsync.batch.commands import execute
 _STATE: dict[str, Any] = {"busy": False, "stop": False, "output": None, "before": None}
 
 
-def _stat_key(path: str | None) -> tuple[int, ...] | None:
+def stat_key(path: str | None) -> tuple[int, ...] | None:
     """What identifies the file at ``path`` (None when there is none)."""
     if not path:
         return None
@@ -38,7 +38,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     _STATE["stop"] = True
     if not _STATE["busy"]:
         return
-    now = _stat_key(_STATE["output"])
+    now = stat_key(_STATE["output"])
     if now is not None and now != _STATE["before"]:
         # The item's output was already renamed into place (commands write it last but for
         # the map and plot): let the item finish and be recorded rather than leave a
@@ -95,7 +95,7 @@ def _serve(conn: Any) -> None:
 def _run_one(conn: Any, task: dict[str, Any]) -> bool:
     """Run one task and report it; False when a signal interrupted it."""
     _STATE["output"] = task.get("output")
-    _STATE["before"] = _stat_key(_STATE["output"])
+    _STATE["before"] = stat_key(_STATE["output"])
     _STATE["busy"] = True
     try:
         rec = execute(task)

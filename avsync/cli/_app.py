@@ -210,6 +210,24 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def report(result: Any, json_out: bool, summary: Callable[[Any], None]) -> None:
+    """Print a command's result: ``{"ok": true, ...}`` JSON with ``--json``, else its ``summary`` table."""
+    if json_out:
+        print_json({"ok": True, **result.to_json()})
+        return
+    summary(result)
+
+
+def add_output_rows(table: Any, r: Any) -> None:
+    """The summary rows of the side outputs of an align / retarget result (map, plot, timeline)."""
+    if r.map_path:
+        table.add_row("map", r.map_path)
+    if r.plot_path:
+        table.add_row("plot", r.plot_path)
+    if r.export:
+        table.add_row("timeline", f"{r.export['path']} ({r.export['format']}, {r.export['segments']} segments)")
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from avsync.cli._app import app, print_json, rich_progress, run
+from avsync.cli._app import add_output_rows, app, report, rich_progress, run
 from avsync.cli._options import build, choice
 from avsync.features import MODES
 from avsync.options import X264_PRESETS
@@ -50,10 +50,7 @@ def retarget(
     with rich_progress(not json_out) as progress:
         result = run(lambda: do_retarget(dance, music, output, opts, map_path=map_path,
                                           plot_path=plot_path, export_path=export_path, progress=progress))
-    if json_out:
-        print_json({"ok": True, **result.to_json()})
-        return
-    _print_summary(result)
+    report(result, json_out, _print_summary)
 
 
 def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
@@ -72,10 +69,5 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
                        f"{r.max_speed:.2f}x)")
     if r.note:
         t.add_row("note", r.note)
-    if r.map_path:
-        t.add_row("map", r.map_path)
-    if r.plot_path:
-        t.add_row("plot", r.plot_path)
-    if r.export:
-        t.add_row("timeline", f"{r.export['path']} ({r.export['format']}, {r.export['segments']} segments)")
+    add_output_rows(t, r)
     c.print(t)

@@ -149,9 +149,10 @@ def shift_audio(afeat: Any, seconds: float) -> Any:
     return replace(afeat, onset=sh(afeat.onset), speech=sh(afeat.speech), logmel=sh(afeat.logmel))
 
 
-def _moving_mask(vfeat: Any, n: int) -> np.ndarray:
-    """Frames whose content changes (motion energy above 10% of its median over moving frames)."""
-    e = np.asarray(vfeat.grid.values).sum(axis=1)[:n]
+def moving_mask(grid: np.ndarray, n: int) -> np.ndarray:
+    """Frames whose content changes: motion energy (row sum of the motion ``grid``, summed in its
+    own dtype) above 10% of its median over moving frames; edge-padded to ``n`` frames."""
+    e = np.asarray(grid).sum(axis=1)[:n]
     if len(e) < n:
         e = np.pad(e, (0, n - len(e)), mode="edge")
     nz = e[e > 1e-6]
@@ -300,7 +301,7 @@ def _load_clip(path: Path, index: int, names: list[str], acc: Tally) -> _Clip | 
         return None
     fps = float(vfeat.fps)
     n = len(vfeat.frame_times)
-    return _Clip(path, index, afeat, vfeat, fps, n, n / fps / 60, _moving_mask(vfeat, n))
+    return _Clip(path, index, afeat, vfeat, fps, n, n / fps / 60, moving_mask(vfeat.grid.values, n))
 
 
 def _nonuniform(clip: _Clip, names: list[str], work: Path, opts: BenchOptions, acc: Tally) -> None:

@@ -1088,13 +1088,9 @@ def moving_frames(grid: np.ndarray, n: int) -> np.ndarray:
     -------
     ndarray (n,) bool
     """
-    e = np.asarray(grid, dtype=np.float64).sum(axis=1)[:n]
-    if len(e) < n:
-        e = np.pad(e, (0, n - len(e)), mode="edge")
-    nz = e[e > 1e-6]
-    if len(nz) == 0:
-        return np.zeros(n, bool)
-    return e > 0.1 * np.median(nz)
+    from avsync.evaluation.protocol import moving_mask
+
+    return moving_mask(np.asarray(grid, dtype=np.float64), n)
 
 
 def score_plan(shown: np.ndarray, plan: np.ndarray, n: int, fps: float, moving: np.ndarray) -> dict[str, Any]:

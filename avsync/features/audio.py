@@ -5,6 +5,9 @@ audio at time ``k / rate`` seconds (``start = 0``), where ``t = 0`` is the first
 ``y``. The analysis frames are computed with an integer hop close to ``sr / rate`` and
 then linearly resampled onto the exact grid, so the rate is exactly ``rate`` whatever the
 sample rate (22050 / 100 is not an integer).
+
+Every function takes ``y`` (ndarray, shape (N,): the mono audio samples), ``sr`` (int: the
+sample rate, Hz) and ``rate`` (float: rows per second of the returned Signal).
 """
 
 from __future__ import annotations
@@ -101,12 +104,8 @@ def logmel(y: np.ndarray, sr: int, rate: float = 100.0, n_mels: int = 128) -> Si
 
     Parameters
     ----------
-    y : ndarray, shape (N,)
-        Mono audio samples.
-    sr : int
-        Sample rate, Hz.
-    rate : float
-        Output rows per second.
+    y, sr, rate
+        The samples, their rate and the output rate (module docstring).
     n_mels : int
         Number of mel bands.
 
@@ -135,12 +134,8 @@ def onset_envelope(y: np.ndarray, sr: int, rate: float = 100.0) -> Signal:
 
     Parameters
     ----------
-    y : ndarray, shape (N,)
-        Mono audio samples.
-    sr : int
-        Sample rate, Hz.
-    rate : float
-        Output rows per second.
+    y, sr, rate
+        The samples, their rate and the output rate (module docstring).
 
     Returns
     -------
@@ -174,12 +169,8 @@ def speech_envelope(y: np.ndarray, sr: int, rate: float = 100.0, win: float = 0.
 
     Parameters
     ----------
-    y : ndarray, shape (N,)
-        Mono audio samples.
-    sr : int
-        Sample rate, Hz (must exceed 6 kHz).
-    rate : float
-        Output rows per second.
+    y, sr, rate
+        The samples, their rate (must exceed 6 kHz) and the output rate (module docstring).
     win : float
         RMS window length, seconds (rectangular, centred on each row's time).
 
@@ -214,12 +205,8 @@ def audio_features(y: np.ndarray, sr: int, rate: float = 100.0) -> AudioFeatures
 
     Parameters
     ----------
-    y : ndarray, shape (N,)
-        Mono audio samples.
-    sr : int
-        Sample rate, Hz.
-    rate : float
-        Rows per second of every returned Signal.
+    y, sr, rate
+        The samples, their rate and the rate of every returned Signal (module docstring).
 
     Raises
     ------
