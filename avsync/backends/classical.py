@@ -33,7 +33,7 @@ from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.features.audio import envelope_on_grid
 from avsync.features.lip_loudness import LipLoudness, applies, load, loudness_target
-from avsync.types import Affinity, Offset, Signal
+from avsync.types import Affinity, Offset
 
 __all__ = ["ClassicalOptions", "ClassicalBackend", "prepare_envelope", "local_ncc", "global_xcorr", "fisher_score"]
 
