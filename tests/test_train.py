@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from avsync.train import TrainOptions, get_trainable, trainable_names
 from avsync.train.augment import hflip_grid, hflip_keypoints, spec_augment
-from avsync.train.data import ClipArrays, SampleStream, split_by_video, warp_visual
+from avsync.train.data import ClipArrays, SampleStream, list_videos, random_plan, split_by_video, warp_visual
 
 torch.set_num_threads(1)
 
@@ -53,6 +53,21 @@ def test_sample_stream_targets_are_the_plan() -> None:
         np.testing.assert_array_equal(s.visual, grid[start + s.plan])
         distorted += int(not np.array_equal(s.plan, np.arange(120)))
     assert distorted >= 3
+
+
+def test_short_windows_always_get_a_full_monotonic_plan() -> None:
+    # a speed warp's global shift can leave nothing of a window under a second long
+    rng = np.random.default_rng(0)
+    for n in (8, 12, 22):
+        for _ in range(200):
+            plan = random_plan(n, 25.0, rng)
+            assert len(plan) == n and np.all(np.diff(plan) >= 0) and plan.min() >= 0 and plan.max() < n
+
+
+def test_training_folders_may_hold_mpeg_program_streams(tmp_path: Path) -> None:
+    for name in ("a.mpg", "b.MPEG", "c.mp4", "notes.txt", ".hidden.mpg"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_videos(tmp_path)] == ["a.mpg", "b.MPEG", "c.mp4"]
 
 
 def test_augmentations() -> None:

@@ -104,7 +104,8 @@ def mfcc_frames(audio: AudioFeatures, fps: float, n: int | None = None, n_mfcc: 
 
 def visual_frames(visual: VisualFeatures, kind: str) -> np.ndarray | None:
     """Raw per-frame picture input: motion grid energies (N, 64) for ``'motion'``; lip
-    keypoint y coordinates (N, K) for ``'lips'`` (None when no face was tracked).
+    keypoint y coordinates (N, K) for ``'lips'``, x and y (N, 2K) for ``'lipshape'`` (None
+    when no face was tracked).
 
     The motion grid is a frame-difference quantity (warped by summation in training); lip
     y positions are states (warped by indexing); :func:`visual_input` turns either into the
@@ -112,12 +113,12 @@ def visual_frames(visual: VisualFeatures, kind: str) -> np.ndarray | None:
     """
     if kind == "motion":
         return np.asarray(visual.grid.values, dtype=np.float32)
-    if kind == "lips":
+    if kind in ("lips", "lipshape"):
         if visual.keypoints is None or visual.kind != "lips":
             return None
         kp = np.asarray(visual.keypoints.values, dtype=np.float32)
-        return kp[:, 1::2].copy()
-    raise InputError(f"unknown picture input kind '{kind}' (motion | lips)")
+        return kp[:, 1::2].copy() if kind == "lips" else kp.copy()
+    raise InputError(f"unknown picture input kind '{kind}' (motion | lips | lipshape)")
 
 
 def checked_visual_frames(visual: VisualFeatures, kind: str, name: str) -> np.ndarray:
@@ -136,7 +137,9 @@ def visual_input(raw: np.ndarray, kind: str) -> np.ndarray:
 
     motion: ``log1p(energy / mean energy)``; lips: vertical velocity of every lip point
     divided by its robust scale (the "vertical optical flow of the lip region" of WLOS,
-    from keypoints since we have no mouth crops).
+    from keypoints since we have no mouth crops); lipshape: the lip points (x, y) minus
+    their mean over the input, over one global scale, then their velocities (robust scale),
+    i.e. the mouth's shape and its motion.
 
     Returns
     -------
@@ -148,7 +151,12 @@ def visual_input(raw: np.ndarray, kind: str) -> np.ndarray:
         return np.log1p(np.maximum(raw, 0) / scale).astype(np.float32)
     v = np.diff(raw, axis=0, prepend=raw[:1])
     s = float(np.median(np.abs(v))) * 1.4826 + 1e-6
-    return np.clip(v / s, -10, 10).astype(np.float32)
+    vel = np.clip(v / s, -10, 10).astype(np.float32)
+    if kind != "lipshape":
+        return vel
+    pos = raw - raw.mean(axis=0, keepdims=True)
+    pos = np.clip(pos / (float(pos.std()) + 1e-6), -10, 10)
+    return np.concatenate([pos, vel], axis=1).astype(np.float32)
 
 
 def windows(x: np.ndarray, width: int, centre: np.ndarray | None = None) -> np.ndarray:

@@ -64,7 +64,9 @@ class SyncNetBackend:
     Parameters
     ----------
     device, checkpoint
-        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``syncnet-motion``.
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint: ``syncnet-lips``
+        for picture features with a tracked face (speech mode), else ``syncnet-motion``
+        (:data:`DEFAULT_CHECKPOINT`, chosen per input).
     smooth_frames : int
         Rows averaged along each lag in :meth:`affinity` (the per-frame distances are noisy).
     use_dtw : bool
@@ -73,15 +75,34 @@ class SyncNetBackend:
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, smooth_frames: int = 5,
                  use_dtw: bool = False, **_: Any) -> None:
-        from avsync.nn.syncnet import TINY_SYNCNET, SyncNetDims, SyncNetModel
-
-        self.model, self.dims, self.metrics, self.device = load_net(
-            "syncnet", checkpoint, device, SyncNetDims, SyncNetModel, TINY_SYNCNET, DEFAULT_CHECKPOINT["motion"]
-        )
-        self.kind = self.dims.input_kind
+        self.requested = checkpoint
+        self.device_request = device
+        self.nets: dict[str, tuple[Any, Any, dict[str, Any], str]] = {}
         self.smooth = int(smooth_frames)
         self.use_dtw = bool(use_dtw)
         self.name = "syncnet-dtw" if use_dtw else "syncnet"
+        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
+        self.select("motion" if checkpoint is None else None)
+
+    def select(self, kind: str | None) -> None:
+        """Load (once) and use the network for picture input ``kind``: the requested checkpoint
+        when one was given (``kind`` None), else the default of that kind
+        (:data:`DEFAULT_CHECKPOINT`: ``syncnet-lips`` for a tracked face, ``syncnet-motion`` else)."""
+        from avsync.nn.syncnet import TINY_SYNCNET, SyncNetDims, SyncNetModel
+
+        key = "requested" if kind is None else kind
+        if key not in self.nets:
+            name = self.requested if kind is None else DEFAULT_CHECKPOINT[kind]
+            self.nets[key] = load_net("syncnet", name, self.device_request, SyncNetDims, SyncNetModel, TINY_SYNCNET,
+                                      DEFAULT_CHECKPOINT["motion"])
+        self.model, self.dims, self.metrics, self.device = self.nets[key]
+        self.kind = self.dims.input_kind
+
+    def choose(self, visual: VisualFeatures) -> None:
+        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
+        if self.requested is None:
+            lips = visual.kind == "lips" and visual.keypoints is not None
+            self.select("lips" if lips else "motion")
 
     def embeddings(self, audio: AudioFeatures, visual: VisualFeatures) -> tuple[np.ndarray, np.ndarray, float]:
         """Per-frame embeddings.
@@ -94,6 +115,7 @@ class SyncNetBackend:
             Picture frame k = the 5 frames around k.
         fps : float
         """
+        self.choose(visual)
         return frame_embeddings(self.model, audio, visual, self.kind, self.dims.frames, self.device, self.name)
 
     def distances(

@@ -25,7 +25,7 @@ import numpy as np
 from avsync.errors import InputError
 from avsync.progress import Progress
 
-VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,8 @@ def random_plan(n: int, fps: float, rng: np.random.Generator, p_identity: float 
     else:
         plan = tae_warp(n, rng)
     plan = np.asarray(plan, dtype=np.int64)
+    if len(plan) < 2:  # a global shift can push a short window's whole warp out of it
+        plan = np.arange(n)
     if len(plan) != n:  # be tolerant of warps that return another length
         plan = plan[np.linspace(0, len(plan) - 1, n).round().astype(int)]
     return np.clip(plan, 0, n - 1)

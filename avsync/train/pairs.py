@@ -114,7 +114,7 @@ class PairTrainable:
 
     def __init__(self, mode: str = "general", pairs: int | None = None, **model: Any) -> None:
         self.mode = mode
-        self.kind = "lips" if mode == "speech" else "motion"
+        self.kind = str(model.get("input_kind") or ("lips" if mode == "speech" else "motion"))
         self.pairs = int(self.default_pairs if pairs is None else pairs)
         self.model_opts = model
 

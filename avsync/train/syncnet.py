@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from avsync.backends._inputs import dims_from_dict
+from avsync.backends._inputs import dims_from_dict, visual_input
 from avsync.nn.inputs import N_BANDS
 from avsync.train import Batch, register_trainable
 from avsync.train.pairs import PairTrainable, full_embeddings, pair_batch, shift_scan_error
@@ -28,7 +28,8 @@ class SyncNetTrainable(PairTrainable):
     def dims(self, clips: list[Any], opts: Any) -> dict[str, Any]:
         from avsync.nn.syncnet import SyncNetDims
 
-        return self.dims_with(SyncNetDims, visual_in=int(clips[0].visual.shape[1]))
+        width = visual_input(np.asarray(clips[0].visual[:8]), self.kind).shape[1]  # lipshape: 2 per coordinate
+        return self.dims_with(SyncNetDims, visual_in=int(width))
 
     def make_model(self, dims: dict[str, Any]) -> Any:
         from avsync.nn.syncnet import SyncNetDims, SyncNetModel
@@ -70,17 +71,25 @@ def syncnet_description(dims: dict[str, Any]) -> str:
     from avsync.nn.syncnet import SyncNetDims
 
     d = dims_from_dict(SyncNetDims, dims)
+    picture = {"motion": "the 8×8 motion grid stacked as channels (SyncNet early fusion)",
+               "lips": "lip-keypoint vertical velocities",
+               "lipshape": "the 20 face-mesh lip points (x, y, centred, one scale) and their velocities"}
+    reduced = ("8×8 frame-difference motion grid instead of 111×111 mouth crops\n  (Big Buck Bunny has no talking "
+               "faces), 32 log-mel bands instead of 13 MFCCs, ~0.3 M instead of\n  ~13 M parameters, minutes of CPU "
+               "training on 11 s cartoon clips instead of BBC news."
+               if d.input_kind == "motion" else
+               "face-mesh lip keypoints instead of 111×111 grey mouth crops, 32 log-mel bands\n  instead of 13 MFCCs, "
+               "a 1-D conv over the picture window instead of a 2-D/3-D conv tower, tens of\n  thousands instead "
+               "of ~13 M parameters, minutes of CPU training on a few minutes of talking faces\n  instead of "
+               "hundreds of hours of BBC news.")
     return f"""SyncNet (Chung & Zisserman 2016), two-stream contrastive embedding network, as built here:
 
-- Picture stream: {d.frames} frames of {'the 8×8 motion grid stacked as channels (SyncNet early fusion)'
-                                       if d.input_kind == 'motion' else 'lip-keypoint vertical velocities'},
+- Picture stream: {d.frames} frames of {picture.get(d.input_kind, d.input_kind)},
   conv {d.channels[0]}→{d.channels[1]}→pool→{d.channels[2]} → FC {d.fc} → {d.embed}-d embedding (L2-normalised).
 - Audio stream: {d.frames * d.sub} rows (≈0.2 s) × {d.bands} log-mel bands as a 1-channel image,
   conv {d.channels[0]}→pool→{d.channels[1]}→pool→{d.channels[2]} → FC {d.fc} → {d.embed}-d embedding.
 - Loss: contrastive (margin {d.margin}) on matching pairs and pairs shifted by 3–20 frames.
-- Reduced from the paper: 8×8 frame-difference motion grid instead of 111×111 mouth crops
-  (Big Buck Bunny has no talking faces), 32 log-mel bands instead of 13 MFCCs, ~0.3 M instead of
-  ~13 M parameters, minutes of CPU training on 11 s cartoon clips instead of BBC news.
+- Reduced from the paper: {reduced}
 - Confidence = LSE-C / (LSE-C + {d.conf_c50:g})."""
 
 
