@@ -21,7 +21,7 @@ from avsync import options as check
 from avsync.errors import InputError
 from avsync.features import MODES
 from avsync.options import X264_PRESETS
-from avsync.outputs import check_distinct, check_output, write_json
+from avsync.outputs import check_request, write_json
 from avsync.progress import Progress, timed
 from avsync.types import CONVENTION, Correspondence
 
@@ -484,8 +484,8 @@ def align(
     (:func:`avsync.outputs.check_distinct`, whatever ``opts.overwrite`` says); this and the
     outputs' directories are checked before any work.
     """
-    _check_paths(video, audio, {"-o": out, "--map": map_path, "--plot": plot_path, "--export": export_path},
-                 opts.overwrite)
+    check_request({"the input video": video, "the reference audio": audio},
+                  {"-o": out, "--map": map_path, "--plot": plot_path, "--export": export_path}, opts.overwrite)
     if export_path is not None:
         from avsync.export import export_format
 
@@ -496,22 +496,6 @@ def align(
     result = _result(out, map_path, plot_path, m, opts, plan, ftimes, stats)
     _write_evidence(result, plan, ftimes, video, audio, opts, export_path)
     return result
-
-
-def _check_paths(video: str | os.PathLike[str], audio: str | os.PathLike[str],
-                 outputs: dict[str, str | os.PathLike[str] | None], overwrite: bool) -> None:
-    """Refuse, before any work, missing inputs and outputs that cannot or must not be written."""
-    for p in (video, audio):
-        if not Path(p).exists():
-            raise InputError(f"no such file: '{p}'")
-    check_distinct({"the input video": video, "the reference audio": audio}, outputs)
-    for o in outputs.values():
-        check_output(o, overwrite)
-    video_out = outputs.get("-o")
-    if video_out is not None:
-        from avsync.media import check_output_container
-
-        check_output_container(video_out)
 
 
 def _render(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str] | None,

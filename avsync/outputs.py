@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from avsync.errors import OutputError
+from avsync.errors import InputError, OutputError
 
 PathLike = str | os.PathLike[str]
 
@@ -111,6 +111,28 @@ def check_output(path: str | os.PathLike[str] | None, overwrite: bool) -> None:
         raise OutputError(f"output directory '{parent}' does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output directory '{parent}' is not writable")
+
+
+def check_request(inputs: Mapping[str, PathLike], outputs: Mapping[str, PathLike | None], overwrite: bool,
+                  video: str = "-o") -> None:
+    """Refuse, before any work, what a command that writes a video must not start with: a missing
+    input, an output naming an input or another output (:func:`check_distinct`), an output that
+    cannot be written (:func:`check_output`), and a video output (``outputs[video]``) whose
+    container cannot hold H.264 + AAC (:func:`avsync.media.check_output_container`).
+
+    ``inputs`` maps role words ("the input video") to paths, ``outputs`` flags to paths.
+    """
+    for p in inputs.values():
+        if not Path(p).exists():
+            raise InputError(f"no such file: '{p}'")
+    check_distinct(inputs, outputs)
+    for o in outputs.values():
+        check_output(o, overwrite)
+    video_out = outputs.get(video)
+    if video_out is not None:
+        from avsync.media import check_output_container
+
+        check_output_container(video_out)
 
 
 def commit(tmp: str | os.PathLike[str], path: str | os.PathLike[str], mode: int | None = None, *,

@@ -644,8 +644,10 @@ def retarget(
     OutputError
         An output exists without ``overwrite``, or cannot be written.
     """
-    _check_paths(dance, music, {"-o": out, "--map": map_path, "--plot": plot_path, "--export": export_path},
-                 opts.overwrite)
+    from avsync.outputs import check_request
+
+    check_request({"the dance video": dance, "the music": music},
+                  {"-o": out, "--map": map_path, "--plot": plot_path, "--export": export_path}, opts.overwrite)
     if export_path is not None:
         from avsync.export import export_format
 
@@ -668,25 +670,6 @@ def retarget(
     result = _result(out, map_path, plot_path, inp, plan, opts, secs)
     _write_evidence(result, dance, music, export_path, opts.overwrite)
     return result
-
-
-def _check_paths(dance: str | os.PathLike[str], music: str | os.PathLike[str],
-                 outputs: dict[str, str | os.PathLike[str] | None], overwrite: bool) -> None:
-    """Refuse, before any work, missing inputs and outputs that cannot or must not be written
-    (an output naming an input or another output: :func:`avsync.outputs.check_distinct`)."""
-    from avsync.outputs import check_distinct, check_output
-
-    for p in (dance, music):
-        if not Path(p).exists():
-            raise InputError(f"no such file: '{p}'")
-    check_distinct({"the dance video": dance, "the music": music}, outputs)
-    for o in outputs.values():
-        check_output(o, overwrite)
-    video_out = outputs.get("-o")
-    if video_out is not None:
-        from avsync.media import check_output_container
-
-        check_output_container(video_out)
 
 
 def _probe_dance(dance: str | os.PathLike[str]) -> bool:

@@ -31,7 +31,7 @@ from avsync import options as check
 from avsync.backends import BackendInfo, register
 from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
-from avsync.features.audio import envelope_on_grid
+from avsync.features.audio import envelope_on_grid, grid_rows
 from avsync.features.lip_loudness import LipLoudness, applies, load, loudness_target
 from avsync.types import Affinity, Offset
 
@@ -143,7 +143,7 @@ def _envelopes(
         raise CannotMeasure("the video has no frame rate")
     speech = _use_speech(visual)
     src = audio.speech if speech else audio.onset
-    n_a = int(math.floor(len(src) / src.rate * rate + 1e-9))
+    n_a = grid_rows(src, rate)
     if n_a < 2 or len(visual.envelope) < 2:
         raise CannotMeasure("too short to measure (fewer than two frames of audio or picture)")
     lips = _lip_model(visual, opts)

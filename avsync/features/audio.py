@@ -13,6 +13,7 @@ sample rate, Hz) and ``rate`` (float: rows per second of the returned Signal).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -152,10 +153,18 @@ def onset_envelope(y: np.ndarray, sr: int, rate: float = 100.0) -> Signal:
     return Signal(_normalise(out), rate, 0.0)
 
 
-def envelope_on_grid(sig: Signal, rate: float, n: int) -> np.ndarray:
-    """``sig`` (column 0) box-filtered over one target period (anti-aliasing) and sampled at ``k / rate``."""
+def grid_rows(sig: Signal, rate: float) -> int:
+    """How many whole ``1 / rate`` periods ``sig`` covers."""
+    return int(math.floor(len(sig) / sig.rate * rate + 1e-9))
+
+
+def envelope_on_grid(sig: Signal, rate: float, n: int | None = None) -> np.ndarray:
+    """``sig`` (column 0) box-filtered over one target period (anti-aliasing) and sampled at
+    ``k / rate``, ``k < n`` (default: :func:`grid_rows`)."""
     from scipy.ndimage import uniform_filter1d
 
+    if n is None:
+        n = grid_rows(sig, rate)
     v = np.asarray(sig.values[:, 0], dtype=np.float64)
     width = int(round(sig.rate / rate))
     if width >= 2:

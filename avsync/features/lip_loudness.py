@@ -57,6 +57,13 @@ def applies(visual: VisualFeatures) -> bool:
             and kp.values.shape[1] + mo.values.shape[1] == N_COLUMNS and len(kp) == len(mo))
 
 
+def _zscore(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance (zeros when flat)."""
+    x = x - x.mean()
+    sd = float(x.std())
+    return x / sd if sd > 1e-9 else np.zeros_like(x)
+
+
 def _standardise(x: np.ndarray) -> np.ndarray:
     x = x - x.mean(axis=0)
     sd = x.std(axis=0)
@@ -90,11 +97,9 @@ def lip_matrix(visual: VisualFeatures, context: int = CONTEXT) -> np.ndarray:
 def loudness_target(speech_db: np.ndarray) -> np.ndarray:
     """The speech level as the filter predicts it: floored at the clip's pauses, standardised."""
     x = np.asarray(speech_db, dtype=np.float64)
-    if x.size:
-        x = np.maximum(x, np.percentile(x, FLOOR_PERCENTILE))
-    x = x - x.mean() if x.size else x
-    sd = float(x.std()) if x.size else 0.0
-    return x / sd if sd > 1e-9 else np.zeros_like(x)
+    if x.size == 0:
+        return x
+    return _zscore(np.maximum(x, np.percentile(x, FLOOR_PERCENTILE)))
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,7 @@ class LipLoudness:
 
     def predict(self, visual: VisualFeatures) -> np.ndarray:
         """Predicted loudness per video frame, standardised (zeros when flat)."""
-        p = lip_matrix(visual, self.context) @ self.weights
-        p = p - p.mean()
-        sd = float(p.std())
-        return p / sd if sd > 1e-9 else np.zeros_like(p)
+        return _zscore(lip_matrix(visual, self.context) @ self.weights)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the weights (atomically) as .npz."""
@@ -138,8 +140,7 @@ def fit(pairs: Iterable[tuple[AudioFeatures, VisualFeatures]], context: int = CO
     for audio, visual in pairs:
         if not applies(visual):
             continue
-        rate = float(visual.fps)
-        y = loudness_target(envelope_on_grid(audio.speech, rate, int(len(audio.speech) / audio.speech.rate * rate)))
+        y = loudness_target(envelope_on_grid(audio.speech, float(visual.fps)))
         x = lip_matrix(visual, context)
         n = min(len(x), len(y))
         xs.append(x[:n])
