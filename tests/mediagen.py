@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -233,3 +234,12 @@ def make_index_video(path: str, n: int, fps: float = 25, size: str = "160x120",
     """``n`` frames, frame i showing :func:`index_image` (i)."""
     w, h = _parse_size(size)
     return write_frames_video(path, (index_image(i, w, h) for i in range(n)), fps, audio=audio, **kw)
+
+
+def make_batch_clips(d: Path) -> Path:
+    """Two 2 s test-pattern takes (the second's audio 0.2 s early) and a file that is not a video,
+    in folder ``d``; returns ``d``."""
+    for i, shift in enumerate((0.0, 0.2)):
+        make_avsynctest(str(d / f"take{i}.mp4"), seconds=2, fps=25, audio_shift=shift, size="160x120")
+    (d / "bad.mp4").write_text("not a video\n")
+    return d

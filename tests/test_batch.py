@@ -488,13 +488,9 @@ def test_ray_executor_missing_is_one_clear_line(takes: Path, tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.mediagen import make_avsynctest
+    from tests.mediagen import make_batch_clips
 
-    d = tmp_path_factory.mktemp("clips")
-    for i, shift in enumerate((0.0, 0.2)):
-        make_avsynctest(str(d / f"take{i}.mp4"), seconds=2, fps=25, audio_shift=shift, size="160x120")
-    (d / "bad.mp4").write_text("not a video\n")
-    return d
+    return make_batch_clips(tmp_path_factory.mktemp("clips"))
 
 
 def test_detect_offset_batch_real_jobs2(clips: Path, tmp_path: Path) -> None:

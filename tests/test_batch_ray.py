@@ -127,13 +127,9 @@ def takes(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.mediagen import make_avsynctest
+    from tests.mediagen import make_batch_clips
 
-    d = tmp_path_factory.mktemp("clips")
-    for i, shift in enumerate((0.0, 0.2)):
-        make_avsynctest(str(d / f"take{i}.mp4"), seconds=2, fps=25, audio_shift=shift, size="160x120")
-    (d / "bad.mp4").write_text("not a video\n")
-    return d
+    return make_batch_clips(tmp_path_factory.mktemp("clips"))
 
 
 def _untimed(obj: object) -> object:
