@@ -23,10 +23,11 @@ from avsync.errors import InputError, OutputError
 
 PathLike = str | os.PathLike[str]
 
-# Files a folder input is read for (clips, references): an output that would replace one of
-# them inside an input folder collides with that folder.
-MEDIA_SUFFIXES = frozenset((".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf", ".mts", ".ts", ".mpg",
-                            ".mpeg", ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".mka"))
+# Files a folder input is read for (batch pairs videos by these suffixes): an output that would
+# replace one of them inside an input folder collides with that folder.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf", ".mts", ".ts", ".mpg", ".mpeg")
+AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".mka")
+MEDIA_SUFFIXES = frozenset(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
 
 
 class PathCollision(OutputError):

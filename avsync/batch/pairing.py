@@ -9,8 +9,9 @@ from typing import Any
 from avsync.batch.commands import CommandSpec, commands
 from avsync.batch.manifest import BatchItem, dedupe
 from avsync.errors import InputError
+from avsync.outputs import VIDEO_SUFFIXES
 
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf", ".mts", ".ts", ".mpg", ".mpeg")
+VIDEO_EXTS = VIDEO_SUFFIXES
 
 
 def pair_by_name(
