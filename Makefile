@@ -5,7 +5,7 @@ PYTHON ?= python3
 export GLOG_minloglevel := 2
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean peer-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_bench.py
+
+# synctoolbox, the bench's peer aligner, in its own environment (its pins differ from ours).
+peer-venv: .venv-peer/.installed
+.venv-peer/.installed:
+	$(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/python -m pip install -q --disable-pip-version-check synctoolbox==1.4.2
+	touch $@
 
 clean:
 	rm -rf out .pytest_cache
