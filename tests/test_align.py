@@ -88,6 +88,29 @@ def test_align_keeps_source_timing_for_unrelated_audio(distorted, tmp_path, monk
     assert np.mean(np.abs(src_shown[:200] - np.arange(200)) <= 1) > 0.95
 
 
+def test_evidence_check_passes_the_true_pairing_and_refuses_unrelated_audio(distorted, tmp_path, monkeypatch):
+    """The picture evidence is a test against unrelated pairings (the audio rolled and reversed):
+    the true soundtrack of the warped picture lies well above them, another clip's does not."""
+    from avsync.align import AlignOptions, evidence_check
+    from avsync.backends import get_backend
+    from avsync.features.extract import extract_audio, extract_visual
+
+    d, orig, dist, plan, n = distorted
+    monkeypatch.setenv("AVSYNC_CACHE", str(tmp_path / "cache"))
+    other = tmp_path / "other.mp4"
+    write_clip(other, seconds=10.0, fps=25, seed=11)
+    opts = AlignOptions(max_shift=1.5)
+    backend, vfeat = get_backend("classical"), extract_visual(dist, opts.mode, cache=False)
+    true = evidence_check(backend, extract_audio(orig, cache=False), vfeat, opts, opts.path_options())
+    assert true["checked"] and true["passed"], true
+    assert true["score"] > true["null_max"] and true["z"] >= opts.min_evidence == true["margin"]
+    wrong = evidence_check(backend, extract_audio(other, cache=False), vfeat, opts, opts.path_options())
+    assert wrong["checked"] and not wrong["passed"], wrong
+    assert wrong["z"] < opts.min_evidence
+    # the unrelated audio climbs about as high as chance: well below the true pairing's z
+    assert wrong["z"] < true["z"] - 1.5
+
+
 def test_align_refuses_existing_output(distorted, tmp_path):
     d, orig, dist, plan, n = distorted
     out = tmp_path / "exists.mp4"

@@ -88,7 +88,8 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
         t.add_row("evidence", f"soundtrack match {ev['score']:.2f} (unrelated audio: {ev['null_max']:.2f}) — {verdict}")
     elif ev.get("checked"):
         verdict = "warped" if ev["passed"] else "[yellow]kept the source timing[/]"
-        t.add_row("confidence", f"{ev['confidence']:.2f} (unrelated audio: {ev['null_max']:.2f}) — {verdict}")
+        t.add_row("evidence", f"picture path score {ev['score']:.2f} (unrelated audio: {ev['null_max']:.2f} at best, "
+                              f"z {ev['z']:.1f}, needs {ev['margin']:.1f}) — {verdict}")
     else:
         t.add_row("confidence", f"{r.confidence_mean:.2f} (mean; evidence check off)")
     add_output_rows(t, r)

@@ -991,7 +991,7 @@ def offset_rows(outcomes: Sequence[OffsetOutcome], name: str = "estimator") -> l
     """Per category (in :data:`CATEGORIES` order, then 'all'): the estimator's row and the
     'do nothing' row (offset 0) beside it."""
     rows: list[OffsetRow] = []
-    for cat in [*CATEGORIES, "all"]:
+    for cat in CATEGORIES:  # "all" last
         oc = [o for o in outcomes if cat == "all" or o.case.category == cat]
         if not oc:
             continue
@@ -1285,7 +1285,7 @@ def align_rows(outcomes: Sequence[AlignOutcome]) -> list[AlignRow]:
     """Per category (then 'all'): the picture row, the camera-mic soundtrack row and 'none'
     (the distorted files as they are; the same warp for both kinds of a clip)."""
     rows: list[AlignRow] = []
-    for cat in [*CATEGORIES, "all"]:
+    for cat in CATEGORIES:  # "all" last
         oc = [o for o in outcomes if cat == "all" or o.case.category == cat]
         if not oc:
             continue
