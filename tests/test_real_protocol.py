@@ -85,10 +85,30 @@ def test_bench_real_end_to_end(flash_folder, tmp_path):
     off = obj["offset"]["classical"]
     assert {c["kind"] for c in off} == {"uniform", "original"}
     assert np.mean([c["right"] for c in off]) >= 0.8
-    al = obj["align"]["avsync"]
+    al = obj["align"]["classical"]
     assert {c["kind"] for c in al} == {"picture", "camera"}
     text = md.read_text()
     assert "| event | classical |" in text and "| event | do nothing |" in text
+
+
+def test_bench_real_category_filter_and_one_row_set_per_backend(flash_folder, tmp_path):
+    env = {**__import__("os").environ, "AVSYNC_CACHE": str(tmp_path / "cache")}
+    bad = subprocess.run([sys.executable, "-m", "avsync", "bench", str(flash_folder), "--protocol", "real",
+                          "--category", "speech,evnt"], capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("avsync: error: --category: unknown evnt")
+    none = subprocess.run([sys.executable, "-m", "avsync", "bench", str(flash_folder), "--protocol", "real",
+                           "--part", "all", "--category", "speech"], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert none.returncode != 0 and "no clips" in none.stderr and "Traceback" not in none.stderr
+
+
+def test_offset_rows_list_all_once():
+    case = real.OffsetCase("c", "f.mp4", "speech", "check", "uniform", 0.2, 1.0, 0.0, 4.0, 25.0, "p")
+    out = real.OffsetOutcome(case, 0.2, 0.5, "ok", 0.0, True, 0.1)
+    rows = real.offset_rows([out], "x")
+    assert [(r.category, r.row) for r in rows] == [("speech", "x"), ("speech", "do nothing"), ("all", "x"),
+                                                   ("all", "do nothing")]
 
 
 @pytest.mark.skipif(not (REAL / "MANIFEST.tsv").is_file(), reason="the shared real footage is not here")

@@ -92,6 +92,24 @@ def test_alignnet_is_registered_trainable() -> None:
     assert tr.name == "alignnet" and tr.kind == "motion"
 
 
+@pytest.mark.parametrize("backend", ["syncnet", "avmatch", "wlos"])
+def test_lipshape_networks_are_as_wide_as_their_input(backend: str) -> None:
+    # 20 lip points (40 raw coordinates) become 80 values a frame (shape + velocity); the
+    # network must be built for 80 (avmatch and wlos were built for the 40 raw ones)
+    from types import SimpleNamespace
+
+    from avsync.backends._inputs import visual_input
+
+    tr = get_trainable(backend, mode="speech", input_kind="lipshape")
+    raw = np.random.default_rng(0).standard_normal((40, 40)).astype(np.float32)
+    dims = tr.dims([SimpleNamespace(visual=raw)], None)
+    assert dims["input_kind"] == "lipshape" and dims["visual_in"] == visual_input(raw, "lipshape").shape[1] == 80
+    model = tr.make_model(dims)
+    if hasattr(model, "embed_visual"):
+        v = torch.from_numpy(np.ascontiguousarray(visual_input(raw, "lipshape")[None, : dims["frames"]]))
+        assert model.embed_visual(v).shape == (1, dims["embed"])
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from avsync.synthetic import write_clip

@@ -48,7 +48,7 @@ from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.types import Affinity, Offset, Signal
 
-DEFAULT_CHECKPOINT = "avmatch-motion"
+DEFAULT_CHECKPOINT = {"motion": "avmatch-motion", "lips": "avmatch-lips"}
 
 
 class AVMatchBackend:
@@ -57,7 +57,9 @@ class AVMatchBackend:
     Parameters
     ----------
     device, checkpoint
-        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``avmatch-motion``.
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint: ``avmatch-lips``
+        for picture features with a tracked face (speech mode), else ``avmatch-motion``
+        (:data:`DEFAULT_CHECKPOINT`, chosen per input).
     use_dtw : bool
         Affinity = ridge along the DTW path (default, as the paper); False = the raw match
         logits (for comparison).
@@ -69,14 +71,33 @@ class AVMatchBackend:
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, use_dtw: bool = True,
                  smooth_frames: int = 3, **_: Any) -> None:
-        from avsync.nn.avmatch import TINY_AVMATCH, AVMatchDims, AVMatchNet
-
-        self.model, self.dims, self.metrics, self.device = load_net(
-            "avmatch", checkpoint, device, AVMatchDims, AVMatchNet, TINY_AVMATCH, DEFAULT_CHECKPOINT
-        )
-        self.kind = self.dims.input_kind
+        self.requested = checkpoint
+        self.device_request = device
+        self.nets: dict[str, tuple[Any, Any, dict[str, Any], str]] = {}
         self.use_dtw = bool(use_dtw)
         self.smooth = int(smooth_frames)
+        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
+        self.select("motion" if checkpoint is None else None)
+
+    def select(self, kind: str | None) -> None:
+        """Load (once) and use the network for picture input ``kind``: the requested checkpoint
+        when one was given (``kind`` None), else the default of that kind
+        (:data:`DEFAULT_CHECKPOINT`: ``avmatch-lips`` for a tracked face, ``avmatch-motion`` else)."""
+        from avsync.nn.avmatch import TINY_AVMATCH, AVMatchDims, AVMatchNet
+
+        key = "requested" if kind is None else kind
+        if key not in self.nets:
+            name = self.requested if kind is None else DEFAULT_CHECKPOINT[kind]
+            self.nets[key] = load_net("avmatch", name, self.device_request, AVMatchDims, AVMatchNet, TINY_AVMATCH,
+                                      DEFAULT_CHECKPOINT["motion"])
+        self.model, self.dims, self.metrics, self.device = self.nets[key]
+        self.kind = self.dims.input_kind
+
+    def choose(self, visual: VisualFeatures) -> None:
+        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
+        if self.requested is None:
+            lips = visual.kind == "lips" and visual.keypoints is not None
+            self.select("lips" if lips else "motion")
 
     def logits(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> tuple[np.ndarray, int, float]:
         """Banded match logits ``L[i, j]`` of audio frame i and picture frame i + j − n.
@@ -87,6 +108,7 @@ class AVMatchBackend:
         """
         import torch
 
+        self.choose(visual)
         ea, ev, fps = frame_embeddings(self.model, audio, visual, self.kind, self.dims.frames, self.device, "avmatch")
 
         def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:

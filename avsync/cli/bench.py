@@ -32,6 +32,9 @@ def bench(
     task: Annotated[str, typer.Option(
         help="With --protocol real: detect-offset cases, align cases (picture and camera microphone), or both.",
         **choice(("offset", "align", "both"), "--task"))] = "both",
+    category: Annotated[str | None, typer.Option(
+        help="With --protocol real: comma-separated categories to keep (speech, dance, music, event, "
+             "control); default all.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="With --protocol real: worker processes.")] = 1,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = D.device,
     soundtrack: Annotated[bool, typer.Option(
@@ -52,7 +55,8 @@ def bench(
     if not names:
         fail("--backend names no backend")
     if protocol == "real":
-        _real(data_dir, names, part, task, jobs, max_clips, json_out, markdown)
+        cats = [c.strip() for c in (category or "").split(",") if c.strip()] or None
+        _real(data_dir, names, part, task, jobs, max_clips, json_out, markdown, cats)
         return
     from avsync.evaluation.protocol import markdown_table, run_bench
 
@@ -99,8 +103,9 @@ def _print_table(res: Any, data_dir: Path) -> None:
 
 
 def _real(data_dir: Path, names: list[str], part: str, task: str, jobs: int, max_clips: int | None,
-          json_out: bool, markdown: Path | None) -> None:
-    """``--protocol real``: every backend's detect-offset and align on the real-footage cases."""
+          json_out: bool, markdown: Path | None, categories: list[str] | None = None) -> None:
+    """``--protocol real``: every backend's detect-offset (``detect-offset --backend B``) and align
+    (``align --backend B``) on the real-footage cases, one row set per backend."""
     import sys
 
     from avsync.evaluation import real
@@ -108,11 +113,14 @@ def _real(data_dir: Path, names: list[str], part: str, task: str, jobs: int, max
 
     if jobs < 1:
         fail(f"--jobs must be at least 1 (got {jobs})")
+    bad = sorted(set(categories or ()) - set(real.CATEGORIES))
+    if bad:
+        fail(f"--category: unknown {', '.join(bad)} (choose from {', '.join(real.CATEGORIES[:-1])})")
     specs = [split_backend(n) for n in names]
     estimators = {n: real.BackendOffset(b, c) for n, (b, c) in zip(names, specs, strict=True)}
     aligners: dict[str, object] = {}
     if task in ("align", "both"):
-        aligners = {"avsync": None}
+        aligners = {n: real.BackendAligner(b, c) for n, (b, c) in zip(names, specs, strict=True)}
     if task == "align":
         estimators = {}
 
@@ -121,7 +129,7 @@ def _real(data_dir: Path, names: list[str], part: str, task: str, jobs: int, max
             sys.stderr.write(line + "\n")
 
     res = run(lambda: real.run_real(data_dir, part=part, estimators=estimators, aligners=aligners,  # type: ignore[arg-type]
-                                    limit=max_clips, jobs=jobs, log=log))
+                                    categories=categories, limit=max_clips, jobs=jobs, log=log))
     md = res.markdown()
     if markdown:
         from avsync.outputs import write_atomic

@@ -1047,8 +1047,10 @@ Aligner = Callable[[str, str, str, float], tuple[Any, dict[str, Any]]]
 
 
 def avsync_aligner(distorted: str, reference: str, sync_by: str, max_shift: float,
-                   render_output: bool = False) -> tuple[Any, dict[str, Any]]:
-    """The default aligner: avsync's align measurement (``sync_by`` as given).
+                   render_output: bool = False, backend: str = "classical",
+                   checkpoint: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The default aligner: avsync's align measurement (``sync_by`` as given; ``backend`` and
+    ``checkpoint`` as in :class:`avsync.align.AlignOptions`).
 
     With ``render_output`` it runs :func:`avsync.align.align` end to end (writing the
     re-timed file to a temp folder) and returns its correspondence; otherwise
@@ -1063,7 +1065,7 @@ def avsync_aligner(distorted: str, reference: str, sync_by: str, max_shift: floa
     """
     from avsync.align import AlignOptions, align, compute_correspondence
 
-    opts = AlignOptions(sync_by=sync_by, max_shift=max_shift, device="cpu")
+    opts = AlignOptions(sync_by=sync_by, max_shift=max_shift, device="cpu", backend=backend, checkpoint=checkpoint)
     if render_output:
         with tempfile.TemporaryDirectory(prefix="realbench-align-") as tmp:
             r = align(distorted, reference, Path(tmp) / "out.mp4", opts)
@@ -1071,6 +1073,20 @@ def avsync_aligner(distorted: str, reference: str, sync_by: str, max_shift: floa
                                   "seconds": r.seconds}
     m = compute_correspondence(distorted, reference, opts)
     return m.corr, {"sync_by": m.sync_by, "evidence": m.evidence, "note": m.note, "seconds": m.seconds}
+
+
+@dataclass(frozen=True)
+class BackendAligner:
+    """An aligner for any backend: :func:`avsync_aligner` with ``backend`` (and ``checkpoint``)
+    in the align options. Picklable, for worker processes."""
+
+    backend: str = "classical"
+    checkpoint: str | None = None
+
+    def __call__(self, distorted: str, reference: str, sync_by: str,
+                 max_shift: float) -> tuple[Any, dict[str, Any]]:
+        return avsync_aligner(distorted, reference, sync_by, max_shift,
+                              backend=self.backend, checkpoint=self.checkpoint)
 
 
 def moving_frames(grid: np.ndarray, n: int) -> np.ndarray:

@@ -18,6 +18,11 @@ def avmatch_shift(rng: np.random.Generator, m: int) -> np.ndarray:
     return np.where(rng.random(m) < 0.5, 0, neg)
 
 
+PICTURE = {"motion": "the 8×8 motion grid, 3-D conv",
+           "lips": "lip-keypoint vertical velocities, 1-D conv",
+           "lipshape": "the 20 face-mesh lip points (x, y, centred, one scale) and their velocities, 1-D conv"}
+
+
 class AVMatchTrainable(PairTrainable):
     """Match / non-match training of the avmatch CNN in the shared loop.
 
@@ -32,7 +37,7 @@ class AVMatchTrainable(PairTrainable):
     def dims(self, clips: list[Any], opts: Any) -> dict[str, Any]:
         from avsync.nn.avmatch import AVMatchDims
 
-        return self.dims_with(AVMatchDims, visual_in=int(clips[0].visual.shape[1]))
+        return self.dims_with(AVMatchDims, visual_in=self.visual_width(clips))
 
     def make_model(self, dims: dict[str, Any]) -> Any:
         from avsync.nn.avmatch import AVMatchDims, AVMatchNet
@@ -72,15 +77,15 @@ class AVMatchTrainable(PairTrainable):
         d = dims_from_dict(AVMatchDims, dims)
         return f"""avmatch: binary audio-visual match CNN + DTW over its scores, as built here:
 
-- Picture branch: {d.frames}-frame clip of {'the 8×8 motion grid, 3-D conv' if d.input_kind == 'motion'
-                                              else 'lip-keypoint vertical velocities, 1-D conv'}
-  {d.channels[0]}→{d.channels[1]}→{d.channels[2]} with pooling → {d.embed}-d.
+- Picture branch: {d.frames}-frame clip of {PICTURE.get(d.input_kind, d.input_kind)}
+  {d.channels[0] if d.input_kind == 'motion' else d.visual_in}→{d.channels[1]}→{d.channels[2]} with pooling
+  → {d.embed}-d.
 - Audio branch: {d.frames * d.sub} rows (≈0.64 s) × {d.bands} log-mel bands, 2-D conv
   {d.channels[0]}→{d.channels[1]}→{d.channels[2]} with pooling → {d.embed}-d.
 - Match head: MLP {2 * d.embed}→{d.head}→1 logit; binary cross-entropy on matching pairs and pairs shifted
   by 2–24 frames (50/50).
-- Reduced from the paper: motion grid instead of lip-region crops (Big Buck Bunny has no talking
-  faces), late fusion of separable branch embeddings (so a whole lag band costs one MLP per pair),
+- Reduced from the paper: {'motion grid' if d.input_kind == 'motion' else 'face-mesh lip points'} instead of
+  lip-region crops, late fusion of separable branch embeddings (so a whole lag band costs one MLP per pair),
   tens of thousands of parameters, minutes of CPU training."""
 
 

@@ -121,6 +121,11 @@ class PairTrainable:
     def prepare(self, audio: AudioFeatures, visual: VisualFeatures, name: str) -> Any:
         return prepare_clip(audio, visual, name, self.kind, self.audio_fn)
 
+    def visual_width(self, clips: list[Any]) -> int:
+        """Picture values per frame the network sees for this input kind (lipshape: shape and
+        velocity, two per raw coordinate), from the first clip."""
+        return int(visual_input(np.asarray(clips[0].visual[:8]), self.kind).shape[1])
+
     def dims_with(self, dims_cls: Any, **defaults: Any) -> dict[str, Any]:
         """``dims_cls`` for this input kind: ``defaults`` overridden by the model options."""
         d = dims_cls(input_kind=self.kind, **defaults)

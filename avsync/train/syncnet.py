@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from avsync.backends._inputs import dims_from_dict, visual_input
+from avsync.backends._inputs import dims_from_dict
 from avsync.nn.inputs import N_BANDS
 from avsync.train import Batch, register_trainable
 from avsync.train.pairs import PairTrainable, full_embeddings, pair_batch, shift_scan_error
@@ -28,8 +28,7 @@ class SyncNetTrainable(PairTrainable):
     def dims(self, clips: list[Any], opts: Any) -> dict[str, Any]:
         from avsync.nn.syncnet import SyncNetDims
 
-        width = visual_input(np.asarray(clips[0].visual[:8]), self.kind).shape[1]  # lipshape: 2 per coordinate
-        return self.dims_with(SyncNetDims, visual_in=int(width))
+        return self.dims_with(SyncNetDims, visual_in=self.visual_width(clips))
 
     def make_model(self, dims: dict[str, Any]) -> Any:
         from avsync.nn.syncnet import SyncNetDims, SyncNetModel

@@ -32,7 +32,7 @@ class WLOSTrainable(PairTrainable):
         from avsync.nn.wlos import WLOSDims
 
         steps = int(getattr(opts, "steps", 1000))
-        return self.dims_with(WLOSDims, visual_in=int(clips[0].visual.shape[1]),
+        return self.dims_with(WLOSDims, visual_in=self.visual_width(clips),
                               pretrain_steps=max(1, min(300, int(0.35 * steps))))
 
     def make_model(self, dims: dict[str, Any]) -> Any:
