@@ -245,19 +245,14 @@ def _follow_soundtrack(video: str | os.PathLike[str], afeat: Any, vinfo: Any, op
         n_out, src_dur = _output_clock(afeat.duration, fps, ftimes)
         own, ev = _soundtrack_match(video, afeat, fps, opts)
     corr = None
-    asked = opts.sync_by == "soundtrack" and (opts.min_evidence is None or bool(ev.get("weak_pass")))
-    if ev["passed"] or asked:
+    if ev["passed"] or (opts.sync_by == "soundtrack" and opts.min_evidence is None):
         with timed(secs, "path"):
             corr = soundtrack_correspondence(afeat, own, fps, n_out, src_dur, opts.max_shift, opts.max_speed)
         ev = _unless_in_step(ev, corr, opts)
     if not (ev["passed"] or opts.sync_by == "soundtrack"):
         return str(ev.get("why") or "it does not clearly match the reference")
     with timed(secs, "path", add=True):
-        if corr is not None and not ev["passed"] and "score" in ev:
-            note = (f"followed the video's own soundtrack as asked (--sync-by soundtrack), though it matches the "
-                    f"reference only weakly (path score {ev['score']:.2f} vs {ev['null_max']:.2f} for unrelated audio)")
-            log.warning(note)
-        elif corr is not None:
+        if corr is not None:
             note = "followed the video's own soundtrack (matched to the reference audio)"
         else:
             corr = _kept_timing(n_out, fps, src_dur, 0.0)
@@ -390,12 +385,6 @@ def soundtrack_evidence(afeat: Any, own: Any, fps: float, opts: AlignOptions) ->
     return {
         "checked": True,
         "passed": bool(real >= max(nulls) + SOUNDTRACK_MARGIN),
-        # Enough for --sync-by soundtrack: the real pairing beats every unrelated one. On short
-        # clips the roll that serves as unrelated audio can still hold part of the real match,
-        # and real soundtracks miss the margin (fit part of the real footage: 5 of 66
-        # camera-microphone cases, 3-10 s, real 0.009-0.028 above the null; followed, they
-        # score 0.60-0.91 ITU, where the source timing scores what doing nothing does).
-        "weak_pass": bool(real > max(nulls)),
         "score": round(real, 4),
         "null_max": round(max(nulls), 4),
         "margin": SOUNDTRACK_MARGIN,
