@@ -623,3 +623,43 @@ def frame_embeddings(model: Any, audio: AudioFeatures, visual: VisualFeatures, k
     ea = embed_chunks(model.embed_audio, windows(a, frames), device)
     ev = embed_chunks(model.embed_visual, windows(v, frames), device)
     return ea, ev, fps
+
+
+class KindNets:
+    """A learned backend's networks per picture input: the checkpoint asked for, or the
+    default of each kind (``DEFAULT_CHECKPOINT``: the lip network for a tracked face, the
+    motion network else), each loaded once.
+
+    Subclasses set ``NET`` (the hub's backend name) and ``DEFAULT_CHECKPOINT``
+    ({'motion': name, 'lips': name}) and give :meth:`net_types`; their ``__init__`` sets
+    ``requested`` (checkpoint name/path or None), ``device_request`` and ``nets`` ({}).
+    """
+
+    NET: str
+    DEFAULT_CHECKPOINT: dict[str, str]
+    requested: str | None
+    device_request: str
+    nets: dict[str, tuple[Any, Any, dict[str, Any], str]]
+
+    @staticmethod
+    def net_types() -> tuple[type, Callable[[Any], Any], Any]:
+        """(dims class, model constructor, tiny test dims) of the network."""
+        raise NotImplementedError
+
+    def select(self, kind: str | None) -> None:
+        """Load (once) and use the network for picture input ``kind``: the requested checkpoint
+        when one was given (``kind`` None), else the default of that kind."""
+        key = "requested" if kind is None else kind
+        if key not in self.nets:
+            name = self.requested if kind is None else self.DEFAULT_CHECKPOINT[kind]
+            dims_cls, make, tiny = self.net_types()
+            self.nets[key] = load_net(self.NET, name, self.device_request, dims_cls, make, tiny,
+                                      self.DEFAULT_CHECKPOINT["motion"])
+        self.model, self.dims, self.metrics, self.device = self.nets[key]
+        self.kind = self.dims.input_kind
+
+    def choose(self, visual: VisualFeatures) -> None:
+        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
+        if self.requested is None:
+            lips = visual.kind == "lips" and visual.keypoints is not None
+            self.select("lips" if lips else "motion")

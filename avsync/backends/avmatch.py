@@ -35,10 +35,10 @@ import numpy as np
 
 from avsync.backends import BackendInfo, register
 from avsync.backends._inputs import (
+    KindNets,
     band_lag_table,
     dtw_ridge_affinity,
     frame_embeddings,
-    load_net,
     nanmean_cols,
     parabolic,
     smooth_rows,
@@ -51,7 +51,7 @@ from avsync.types import Affinity, Offset, Signal
 DEFAULT_CHECKPOINT = {"motion": "avmatch-motion", "lips": "avmatch-lips"}
 
 
-class AVMatchBackend:
+class AVMatchBackend(KindNets):
     """avmatch as an offset and alignment backend.
 
     Parameters
@@ -67,6 +67,9 @@ class AVMatchBackend:
         Rows averaged along each lag before DTW.
     """
 
+    NET = "avmatch"
+    DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT
+
     name = "avmatch"
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, use_dtw: bool = True,
@@ -79,25 +82,11 @@ class AVMatchBackend:
         # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
         self.select("motion" if checkpoint is None else None)
 
-    def select(self, kind: str | None) -> None:
-        """Load (once) and use the network for picture input ``kind``: the requested checkpoint
-        when one was given (``kind`` None), else the default of that kind
-        (:data:`DEFAULT_CHECKPOINT`: ``avmatch-lips`` for a tracked face, ``avmatch-motion`` else)."""
+    @staticmethod
+    def net_types() -> tuple[type, Any, Any]:
         from avsync.nn.avmatch import TINY_AVMATCH, AVMatchDims, AVMatchNet
 
-        key = "requested" if kind is None else kind
-        if key not in self.nets:
-            name = self.requested if kind is None else DEFAULT_CHECKPOINT[kind]
-            self.nets[key] = load_net("avmatch", name, self.device_request, AVMatchDims, AVMatchNet, TINY_AVMATCH,
-                                      DEFAULT_CHECKPOINT["motion"])
-        self.model, self.dims, self.metrics, self.device = self.nets[key]
-        self.kind = self.dims.input_kind
-
-    def choose(self, visual: VisualFeatures) -> None:
-        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
-        if self.requested is None:
-            lips = visual.kind == "lips" and visual.keypoints is not None
-            self.select("lips" if lips else "motion")
+        return AVMatchDims, AVMatchNet, TINY_AVMATCH
 
     def logits(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> tuple[np.ndarray, int, float]:
         """Banded match logits ``L[i, j]`` of audio frame i and picture frame i + j − n.

@@ -40,11 +40,11 @@ import numpy as np
 
 from avsync.backends import BackendInfo, register
 from avsync.backends._inputs import (
+    KindNets,
     band_lag_table,
     dtw_lag_path,
     dtw_ridge_affinity,
     frame_embeddings,
-    load_net,
     nanmean_cols,
     parabolic,
     row_margin,
@@ -58,7 +58,7 @@ from avsync.types import Affinity, Offset, Signal
 DEFAULT_CHECKPOINT = {"motion": "syncnet-motion", "lips": "syncnet-lips"}
 
 
-class SyncNetBackend:
+class SyncNetBackend(KindNets):
     """SyncNet as an offset and alignment backend.
 
     Parameters
@@ -73,6 +73,9 @@ class SyncNetBackend:
         ``syncnet-dtw``: the Affinity is a ridge along the DTW path (Halperin et al.).
     """
 
+    NET = "syncnet"
+    DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT
+
     def __init__(self, device: str = "auto", checkpoint: str | None = None, smooth_frames: int = 5,
                  use_dtw: bool = False, **_: Any) -> None:
         self.requested = checkpoint
@@ -84,25 +87,11 @@ class SyncNetBackend:
         # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
         self.select("motion" if checkpoint is None else None)
 
-    def select(self, kind: str | None) -> None:
-        """Load (once) and use the network for picture input ``kind``: the requested checkpoint
-        when one was given (``kind`` None), else the default of that kind
-        (:data:`DEFAULT_CHECKPOINT`: ``syncnet-lips`` for a tracked face, ``syncnet-motion`` else)."""
+    @staticmethod
+    def net_types() -> tuple[type, Any, Any]:
         from avsync.nn.syncnet import TINY_SYNCNET, SyncNetDims, SyncNetModel
 
-        key = "requested" if kind is None else kind
-        if key not in self.nets:
-            name = self.requested if kind is None else DEFAULT_CHECKPOINT[kind]
-            self.nets[key] = load_net("syncnet", name, self.device_request, SyncNetDims, SyncNetModel, TINY_SYNCNET,
-                                      DEFAULT_CHECKPOINT["motion"])
-        self.model, self.dims, self.metrics, self.device = self.nets[key]
-        self.kind = self.dims.input_kind
-
-    def choose(self, visual: VisualFeatures) -> None:
-        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
-        if self.requested is None:
-            lips = visual.kind == "lips" and visual.keypoints is not None
-            self.select("lips" if lips else "motion")
+        return SyncNetDims, SyncNetModel, TINY_SYNCNET
 
     def embeddings(self, audio: AudioFeatures, visual: VisualFeatures) -> tuple[np.ndarray, np.ndarray, float]:
         """Per-frame embeddings.
