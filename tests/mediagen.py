@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -243,3 +244,21 @@ def make_batch_clips(d: Path) -> Path:
         make_avsynctest(str(d / f"take{i}.mp4"), seconds=2, fps=25, audio_shift=shift, size="160x120")
     (d / "bad.mp4").write_text("not a video\n")
     return d
+
+
+def random_features(lips: bool = True, seconds: float = 6.0, fps: float = 25.0) -> tuple[Any, Any]:
+    """Random but well-formed features: a log-mel and (optionally) 20 tracked lip points."""
+    from avsync.features import AudioFeatures, VisualFeatures
+    from avsync.types import Signal
+
+    rng = np.random.default_rng(0)
+    n, m = int(seconds * fps), int(seconds * 100)
+    flat = Signal(np.zeros(m), 100.0)
+    audio = AudioFeatures(onset=flat, speech=flat, logmel=Signal(rng.standard_normal((m, 128)), 100.0),
+                          duration=seconds, sr=16000)
+    kp = Signal(rng.standard_normal((n, 40)) * 0.05, fps) if lips else None
+    vis = VisualFeatures(mode="speech" if lips else "general", kind="lips" if lips else "motion",
+                         envelope=Signal(rng.random(n), fps), grid=Signal(rng.random((n, 64)), fps), keypoints=kp,
+                         mouth=Signal(rng.random((n, 1)), fps) if lips else None, detection_rate=1.0 if lips else 0.0,
+                         fps=fps, frame_times=np.arange(n) / fps)
+    return audio, vis

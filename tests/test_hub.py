@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
 import socket
 import stat
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,34 +14,7 @@ import torch
 
 from avsync import hub
 from avsync.errors import ModelError
-
-
-class _Server:
-    """http.server on 127.0.0.1 serving ``root`` in a thread; counts GET requests."""
-
-    def __init__(self, root: Path) -> None:
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                outer.requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
-        )
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+from tests.localserver import LocalServer
 
 
 def _free_port() -> int:
@@ -66,7 +36,7 @@ def env(tmp_path, monkeypatch):
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 3)
     hub.save_checkpoint(ckpt, "alignnet", {"in": 4, "out": 3}, {"lr": 1e-3}, lin.state_dict(), {"loss": 0.5})
-    server = _Server(served)
+    server = LocalServer(served)
     registry = tmp_path / "registry.json"
     entry = {
         "name": "tiny-linear",

@@ -10,15 +10,12 @@ for a real face.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +25,8 @@ import pytest
 
 from avsync import hub
 from avsync.backends import get_backend
-from avsync.features import AudioFeatures, VisualFeatures
-from avsync.types import Signal
-from tests.mediagen import make_avsynctest
+from tests.localserver import LocalServer
+from tests.mediagen import make_avsynctest, random_features
 
 CKPT_DIR = Path(hub.__file__).resolve().parent / "checkpoints"
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "real"
@@ -42,40 +38,13 @@ BACKENDS = {"alignnet": "alignnet-motion", "avmatch": "avmatch-motion", "avst": 
             "syncnet-dtw": "syncnet-motion"}
 
 
-class _Server:
-    """http.server on 127.0.0.1 serving ``root`` in a thread; records the paths asked for."""
-
-    def __init__(self, root: Path) -> None:
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                outer.requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                     functools.partial(Handler, directory=str(root)))
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The shipped checkpoints behind a local server and a registry naming only URLs."""
     root = tmp_path_factory.mktemp("hub-served")
     files = root / "files"
     files.mkdir()
-    server = _Server(files)
+    server = LocalServer(files)
     entries = []
     for e in hub.load_registry():
         if not str(e.get("bundled") or "").endswith(".pt"):
@@ -149,7 +118,7 @@ def test_a_tampered_download_is_one_error_line_and_leaves_nothing(served, tmp_pa
     data = bytearray((served["files"] / Path(entry["url"]).name).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (bad / Path(entry["url"]).name).write_bytes(bytes(data))
-    server = _Server(bad)
+    server = LocalServer(bad)
     try:
         registry = tmp_path / "registry.json"
         registry.write_text(json.dumps([{**entry, "url": f"{server.url}/{Path(entry['url']).name}"}]))
@@ -165,33 +134,18 @@ def test_a_tampered_download_is_one_error_line_and_leaves_nothing(served, tmp_pa
     assert not models.exists() or not any(models.iterdir())
 
 
-def _features(lips: bool, seconds: float = 6.0, fps: float = 25.0) -> tuple[AudioFeatures, VisualFeatures]:
-    """Random but well-formed features: a log-mel and (optionally) 20 tracked lip points."""
-    rng = np.random.default_rng(0)
-    n, m = int(seconds * fps), int(seconds * 100)
-    flat = Signal(np.zeros(m), 100.0)
-    audio = AudioFeatures(onset=flat, speech=flat, logmel=Signal(rng.standard_normal((m, 128)), 100.0),
-                          duration=seconds, sr=16000)
-    kp = Signal(rng.standard_normal((n, 40)) * 0.05, fps) if lips else None
-    vis = VisualFeatures(mode="speech" if lips else "general", kind="lips" if lips else "motion",
-                         envelope=Signal(rng.random(n), fps), grid=Signal(rng.random((n, 64)), fps), keypoints=kp,
-                         mouth=Signal(rng.random((n, 1)), fps) if lips else None, detection_rate=1.0 if lips else 0.0,
-                         fps=fps, frame_times=np.arange(n) / fps)
-    return audio, vis
-
-
 def test_avmatch_picks_its_lip_network_for_a_tracked_face_and_motion_otherwise():
     entry = hub.get_entry("avmatch-lips")
     assert entry["backend"] == "avmatch" and hub.sha256_file(hub.model_path("avmatch-lips")) == entry["sha256"]
     card = Path(__file__).resolve().parents[1] / entry["card"]
     assert card.is_file() and entry["sha256"] in card.read_text(encoding="utf-8")
     be = get_backend("avmatch", device="cpu")
-    o = be.offset(*_features(lips=True), 0.6)
+    o = be.offset(*random_features(lips=True), 0.6)
     assert be.kind == "lipshape" and be.dims.visual_in == 80 and np.isfinite(o.seconds)
-    be.affinity(*_features(lips=False), 0.6)
+    be.affinity(*random_features(lips=False), 0.6)
     assert be.kind == "motion" and be.dims.visual_in == 64
     tiny = get_backend("avmatch", device="cpu", checkpoint="tiny-test")
-    tiny.offset(*_features(lips=True), 0.6)
+    tiny.offset(*random_features(lips=True), 0.6)
     assert tiny.kind == "motion", "an explicit checkpoint is used whatever the input"
 
 

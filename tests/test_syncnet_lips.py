@@ -16,28 +16,10 @@ import pytest
 from avsync import hub
 from avsync.backends import get_backend
 from avsync.backends.syncnet import DEFAULT_CHECKPOINT
-from avsync.features import AudioFeatures, VisualFeatures
-from avsync.types import Signal
-from tests.mediagen import make_avsynctest
+from tests.mediagen import make_avsynctest, random_features
 
-FPS = 25.0
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "real"
 CHECK_FACE = "VisualVoice__noisy_restaurant.mp4"  # a check-part speaker (never trained on)
-
-
-def _features(seconds: float = 6.0, lips: bool = True) -> tuple[AudioFeatures, VisualFeatures]:
-    """Random but well-formed features: a log-mel and (optionally) 20 tracked lip points."""
-    rng = np.random.default_rng(0)
-    n, m = int(seconds * FPS), int(seconds * 100)
-    flat = Signal(np.zeros(m), 100.0)
-    audio = AudioFeatures(onset=flat, speech=flat, logmel=Signal(rng.standard_normal((m, 128)), 100.0),
-                          duration=seconds, sr=16000)
-    kp = Signal(rng.standard_normal((n, 40)) * 0.05, FPS) if lips else None
-    vis = VisualFeatures(mode="speech" if lips else "general", kind="lips" if lips else "motion",
-                         envelope=Signal(rng.random(n), FPS), grid=Signal(rng.random((n, 64)), FPS), keypoints=kp,
-                         mouth=Signal(rng.random((n, 1)), FPS) if lips else None, detection_rate=1.0 if lips else 0.0,
-                         fps=FPS, frame_times=np.arange(n) / FPS)
-    return audio, vis
 
 
 def test_the_lip_checkpoint_is_registered_bundled_and_verified_through_the_hub():
@@ -54,15 +36,15 @@ def test_the_lip_checkpoint_is_registered_bundled_and_verified_through_the_hub()
 
 def test_syncnet_without_a_checkpoint_picks_the_lip_network_for_a_tracked_face_and_motion_otherwise():
     be = get_backend("syncnet", device="cpu")
-    a, v = _features(lips=True)
+    a, v = random_features(lips=True)
     o = be.offset(a, v, 0.6)
     assert be.kind == "lipshape" and be.dims.visual_in == 80 and np.isfinite(o.seconds)
-    a, v = _features(lips=False)
+    a, v = random_features(lips=False)
     be.offset(a, v, 0.6)
     assert be.kind == "motion" and be.dims.visual_in == 64
     # an explicit checkpoint is used whatever the input
     tiny = get_backend("syncnet", device="cpu", checkpoint="tiny-test")
-    tiny.offset(*_features(lips=True), 0.6)
+    tiny.offset(*random_features(lips=True), 0.6)
     assert tiny.kind == "motion"
 
 
@@ -103,7 +85,7 @@ def test_a_real_check_part_face_shifted_by_a_third_of_a_second_is_read_within_a_
 def test_lipshape_input_is_the_centred_mouth_shape_then_its_velocity():
     from avsync.backends._inputs import visual_frames, visual_input
 
-    _, vis = _features()
+    _, vis = random_features()
     raw = visual_frames(vis, "lipshape")
     assert raw.shape == (len(vis.frame_times), 40)
     x = visual_input(raw, "lipshape")
@@ -114,4 +96,4 @@ def test_lipshape_input_is_the_centred_mouth_shape_then_its_velocity():
     scale = np.median(np.abs(v)) * 1.4826  # the velocity half: frame differences over their robust scale
     np.testing.assert_allclose(x[:, 40:], np.clip(v / scale, -10, 10), rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(x[0, 40:], 0.0)  # no velocity at the first frame
-    assert visual_frames(_features(lips=False)[1], "lipshape") is None
+    assert visual_frames(random_features(lips=False)[1], "lipshape") is None
