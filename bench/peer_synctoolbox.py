@@ -16,8 +16,10 @@ it lives in a separate virtual environment (``make peer-venv`` → ``.venv-peer`
   computes the path and the seconds it took (feature extraction and DTW, without the
   interpreter's start-up, which is what "seconds per case" reports).
 
-Usage: ``avsync.evaluation.real.run_real(aligners={"synctoolbox": "bench/peer_synctoolbox.py:align"})``
-or ``python bench/run_bench.py`` (the peer row appears when the peer environment exists).
+Usage: ``avsync.evaluation.real.run_align(camera_cases, "bench/peer_synctoolbox.py:align")`` with the
+protocol's camera-microphone cases (``[c for c in build_cases(...).align if c.kind == "camera"]``);
+on picture cases it raises CannotMeasure, which the protocol scores as doing nothing. Not yet a
+row of ``make bench``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ import numpy as np
 SR = 22050
 FEATURE_RATE = 50
 ROOT = Path(__file__).resolve().parent.parent
-# The protocol runs this aligner on camera-microphone cases only (audio against audio).
-KINDS = ("camera",)
 
 
 def peer_python() -> Path | None:
@@ -81,9 +81,6 @@ def align(distorted: str, reference: str, sync_by: str, max_shift: float) -> tup
     corr = Correspondence(src_time=np.clip(np.maximum.accumulate(src), 0.0, last), rate=fps)
     return corr, {"sync_by": "soundtrack", "note": "synctoolbox MrMsDTW (chroma + DLNCO)",
                   "seconds": {"measure": secs, "wall": wall}}
-
-
-align.kinds = KINDS  # type: ignore[attr-defined]
 
 
 def _features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
