@@ -34,10 +34,15 @@ log = logging.getLogger(__name__)
 SYNC_BY = ("auto", "picture", "soundtrack")
 PATHS = ("viterbi", "dtw", "none")
 # Soundtrack evidence: the mean affinity along the best path on the real pairing must beat
-# the same on unrelated pairings by this much (NCC units). The unrelated pairings are the
-# reference rolled further than the search reaches (see _far_rolls), forwards and reversed.
-# On 16 BBB dev clips (11 s, varispeed soundtracks) the real pairing beats them by 0.041-0.21;
-# the soundtrack of another clip by at most 0.017.
+# its mean on unrelated pairings (the reference rolled by EVIDENCE_ROLLS, forwards) by this
+# much (NCC units). Real camera-microphone cases (issue 13 protocol), fit part, 66 matching
+# soundtracks and 66 of another clip of about the same length: 95 % / 12 % pass (ITU 0.816
+# on moving frames); the former test (beat the best of rolls beyond the search, forwards and
+# reversed, by 0.03) 92 % / 17 % (ITU 0.799). Check part, 52 + 52: 88 % / 4 % (ITU 0.811),
+# formerly 85 % / 10 % (0.784). Reversed rolls were dropped: played backwards, attacks become
+# decays and no forward sound matches them as well, so they sat 0.05 below any unrelated
+# forward audio and let unrelated soundtracks pass; on clips shorter than the search the old
+# test had only the half-length roll.
 SOUNDTRACK_MARGIN = 0.03
 __all__ = ["AlignOptions", "AlignResult", "Measured", "align", "compute_correspondence", "MODES", "PATHS",
            "SYNC_BY", "X264_PRESETS"]
@@ -257,7 +262,7 @@ def _follow_soundtrack(video: str | os.PathLike[str], afeat: Any, vinfo: Any, op
         else:
             corr = _kept_timing(n_out, fps, src_dur, 0.0)
             note = (f"the video's soundtrack does not clearly match the reference (path score "
-                    f"{ev['score']:.2f} vs {ev['null_max']:.2f} for unrelated audio): kept the source timing")
+                    f"{ev['score']:.2f} vs {ev['null_mean']:.2f} for unrelated audio): kept the source timing")
     ev = {**ev, "source": "soundtrack"}
     return Measured(corr, None, vinfo, secs, ev, np.asarray(ftimes), "soundtrack", note)
 
@@ -360,9 +365,9 @@ EVIDENCE_SEGMENT_SECONDS = 20.0
 
 def soundtrack_evidence(afeat: Any, own: Any, fps: float, opts: AlignOptions) -> dict[str, Any]:
     """Whether the video's soundtrack clearly matches the reference: the mean score along the
-    best lag path of the windowed soundtrack affinity, real reference vs the reference rolled
-    beyond the search (played forwards and reversed, see _far_rolls). Long files are judged on
-    evenly spaced excerpts (see EVIDENCE_MAX_SECONDS)."""
+    best lag path of the windowed soundtrack affinity, real reference vs the mean of the same
+    over the reference rolled by EVIDENCE_ROLLS of its length (see SOUNDTRACK_MARGIN). Long
+    files are judged on evenly spaced excerpts (see EVIDENCE_MAX_SECONDS)."""
     from avsync.path import PathOptions, viterbi_lags
     from avsync.soundtrack import soundtrack_affinity
 
@@ -380,13 +385,13 @@ def soundtrack_evidence(afeat: Any, own: Any, fps: float, opts: AlignOptions) ->
         return float(np.mean(aff.scores[np.arange(len(path)), path]))
 
     real = score(afeat)
-    nulls = [score(_roll_audio(afeat, f, rev)) for f in _far_rolls(afeat.duration, opts.max_shift)
-             for rev in (False, True)]
+    nulls = np.array([score(_roll_audio(afeat, f)) for f in EVIDENCE_ROLLS])
     return {
         "checked": True,
-        "passed": bool(real >= max(nulls) + SOUNDTRACK_MARGIN),
+        "passed": bool(real >= float(nulls.mean()) + SOUNDTRACK_MARGIN),
         "score": round(real, 4),
-        "null_max": round(max(nulls), 4),
+        "null_mean": round(float(nulls.mean()), 4),
+        "null_max": round(float(nulls.max()), 4),
         "margin": SOUNDTRACK_MARGIN,
     }
 
@@ -409,11 +414,10 @@ def _excerpt(afeat: Any, spans: list[tuple[float, float]]) -> Any:
                    duration=len(on) / on.rate)
 
 
-NULL_ROLLS = (0.3, 0.5, 0.7)
-# The picture evidence check's unrelated pairings: the audio rolled by these fractions of its
-# length, each played forwards and reversed (14 pairings; a reversed one never contains the
-# real match, a forward one may partly when the roll is within the search, which only makes
-# the check stricter).
+# The evidence checks' unrelated pairings: the audio rolled by these fractions of its length
+# (the picture check plays each forwards and reversed, 14 pairings; the soundtrack check
+# forwards only, see SOUNDTRACK_MARGIN). A forward roll may partly contain the real match
+# when it is within the search, which only makes the check stricter.
 EVIDENCE_ROLLS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
@@ -451,14 +455,6 @@ def evidence_check(backend: Any, afeat: Any, vfeat: Any, opts: AlignOptions, pop
         "margin": need,
         "confidence": round(conf, 4),
     }
-
-
-def _far_rolls(duration: float, max_shift: float) -> tuple[float, ...]:
-    """The NULL_ROLLS that move the audio further (circularly) than the search can reach from
-    any true lag (2 max_shift + 0.5 s), so an unrelated pairing cannot contain the real match;
-    on clips too short for any, the half-length roll."""
-    far = tuple(f for f in NULL_ROLLS if min(f, 1.0 - f) * duration >= 2.0 * max_shift + 0.5)
-    return far or (0.5,)
 
 
 def _roll_audio(afeat: Any, fraction: float, reverse: bool = False) -> Any:

@@ -100,15 +100,16 @@ VOCABULARY: dict[str, Key] = dict([
     _k("consecutive", "frames", "`stats`: output frames showing the next source frame", A),
     _k("unique", "frames", "`stats`: distinct source frames shown", A),
     _k("evidence", "object", "the check that the picture (or soundtrack) follows this audio: `checked`, `passed`, "
-                             "`score`, `confidence`, `null_max`, `z`, `margin`, `in_step`, `source`", A),
+                             "`score`, `confidence`, `null_mean`, `null_max`, `z`, `margin`, `in_step`, `source`", A),
     _k("checked", "bool", "`evidence`: the check ran", A),
     _k("passed", "bool", "`evidence`: the real pairing beat unrelated audio by `margin` (else the timing was kept)", A),
     _k("score", "0..1", "`evidence`: the soundtrack match, or the mean affinity along the picture path, of the "
                         "real pairing", A),
+    _k("null_mean", "0..1", "`evidence` (soundtrack): mean score of unrelated audio (the reference rolled)", A),
     _k("null_max", "0..1", "`evidence`: best score of unrelated audio (the same audio rolled)", A),
     _k("z", "spreads", "`evidence` (picture): how far the real `score` lies above the unrelated pairings' mean, "
                        "in their spreads", A),
-    _k("margin", "0..1 or z", "`evidence`: how much better than `null_max` (soundtrack) or by how much `z` "
+    _k("margin", "0..1 or z", "`evidence`: how much better than `null_mean` (soundtrack) or by how much `z` "
                               "(picture) the real pairing must be", A),
     _k("in_step", "bool", "`evidence`: the soundtrack already plays in step with the reference", A),
     _k("source", "text", "`evidence`: what was checked, picture or soundtrack", A),

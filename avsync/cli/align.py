@@ -85,7 +85,8 @@ def _print_summary(r) -> None:  # type: ignore[no-untyped-def]
     ev = r.evidence
     if ev.get("checked") and ev.get("source") == "soundtrack":
         verdict = "warped" if ev["passed"] else "[yellow]kept the source timing[/]"
-        t.add_row("evidence", f"soundtrack match {ev['score']:.2f} (unrelated audio: {ev['null_max']:.2f}) — {verdict}")
+        t.add_row("evidence", f"soundtrack match {ev['score']:.2f} (unrelated audio: {ev['null_mean']:.2f} on average, "
+                              f"needs {ev['margin']:.2f} more) — {verdict}")
     elif ev.get("checked"):
         verdict = "warped" if ev["passed"] else "[yellow]kept the source timing[/]"
         t.add_row("evidence", f"picture path score {ev['score']:.2f} (unrelated audio: {ev['null_max']:.2f} at best, "
