@@ -16,10 +16,9 @@ it lives in a separate virtual environment (``make peer-venv`` → ``.venv-peer`
   computes the path and the seconds it took (feature extraction and DTW, without the
   interpreter's start-up, which is what "seconds per case" reports).
 
-Usage: ``avsync.evaluation.real.run_align(camera_cases, "bench/peer_synctoolbox.py:align")`` with the
-protocol's camera-microphone cases (``[c for c in build_cases(...).align if c.kind == "camera"]``);
-on picture cases it raises CannotMeasure, which the protocol scores as doing nothing. Not yet a
-row of ``make bench``.
+Usage: ``avsync.evaluation.real.run_align(cases, "bench/peer_synctoolbox.py:align")``; ``align.kinds``
+restricts it to the protocol's camera-microphone cases. ``make bench`` adds it as a row of the
+real-footage align table (``synctoolbox``) when the peer environment exists.
 """
 
 from __future__ import annotations
@@ -44,6 +43,10 @@ def peer_python() -> Path | None:
     env = os.environ.get("AVSYNC_PEER_PYTHON")
     p = Path(env) if env else ROOT / ".venv-peer" / "bin" / "python"
     return p if p.is_file() else None
+
+
+# The protocol's case kinds this aligner runs on (avsync.evaluation.real.run_align).
+KINDS = ("camera",)
 
 
 def align(distorted: str, reference: str, sync_by: str, max_shift: float) -> tuple[Any, dict[str, Any]]:
@@ -81,6 +84,9 @@ def align(distorted: str, reference: str, sync_by: str, max_shift: float) -> tup
     corr = Correspondence(src_time=np.clip(np.maximum.accumulate(src), 0.0, last), rate=fps)
     return corr, {"sync_by": "soundtrack", "note": "synctoolbox MrMsDTW (chroma + DLNCO)",
                   "seconds": {"measure": secs, "wall": wall}}
+
+
+align.kinds = KINDS  # type: ignore[attr-defined]
 
 
 def _features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -119,7 +119,14 @@ def real_footage(backends: list[str], part: str) -> list[str]:
         print(f"bench: no real footage at {real.DEFAULT_MEDIA}: real-footage section skipped", flush=True)
         return []
     estimators = {b: real.BackendOffset(b) for b in backends}
-    res = real.run_real(real.DEFAULT_MEDIA, part=part, estimators=estimators, aligners={"avsync": None}, jobs=2,
+    aligners: dict[str, object] = {"avsync": None}
+    import peer_synctoolbox
+
+    if peer_synctoolbox.peer_python() is not None:
+        aligners["synctoolbox"] = f"{Path(peer_synctoolbox.__file__).resolve()}:align"
+    else:
+        print("bench: no peer environment (make peer-venv): the synctoolbox row is skipped", flush=True)
+    res = real.run_real(real.DEFAULT_MEDIA, part=part, estimators=estimators, aligners=aligners, jobs=2,  # type: ignore[arg-type]
                         log=lambda line: print(line, flush=True))
     md = res.markdown()
     print(f"\n## real footage ({part})\n{md}", flush=True)

@@ -73,6 +73,33 @@ def test_offset_cases_carry_the_offset_they_claim(flash_folder, tmp_path, monkey
     assert ev.within_1f == 1.0 and nothing.within_1f < 1.0
 
 
+class _AudioOnly:
+    """An aligner of camera cases only (as an audio-to-audio peer): records what it was given."""
+
+    kinds = ("camera",)
+
+    def __init__(self) -> None:
+        self.sync_by: list[str] = []
+
+    def __call__(self, distorted: str, reference: str, sync_by: str, max_shift: float):
+        from avsync.errors import CannotMeasure
+
+        self.sync_by.append(sync_by)
+        raise CannotMeasure("not measured here")
+
+
+def test_run_align_honours_the_aligner_kinds(flash_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVSYNC_CACHE", str(tmp_path / "cache"))
+    cs = real.build_cases(real.load_clips(flash_folder, part="all", limit=1), tmp_path / "cases", offset=False)
+    assert {c.kind for c in cs.align} == {"picture", "camera"}
+    peer = _AudioOnly()
+    outs = real.run_align(cs.align, peer)
+    assert [o.case.kind for o in outs] == ["camera"] * sum(c.kind == "camera" for c in cs.align)
+    assert peer.sync_by == ["soundtrack"] * len(outs)
+    rows = real.align_rows(outs)
+    assert {r.row for r in rows} == {"camera-mic soundtrack", "none"}
+
+
 def test_bench_real_end_to_end(flash_folder, tmp_path):
     env = {**__import__("os").environ, "AVSYNC_CACHE": str(tmp_path / "cache")}
     md = tmp_path / "real.md"

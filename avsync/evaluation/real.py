@@ -1239,6 +1239,8 @@ def run_align(cases: Sequence[AlignCase], aligner: Aligner | str | None = None, 
         ``'module:function'`` spec; default :func:`avsync_aligner`. ``sync_by`` is 'picture'
         for picture cases and 'soundtrack' for camera cases. ``info`` may hold 'sync_by',
         'evidence' (a dict with 'checked' and 'passed') and 'note'. A failure scores as 'none'.
+        An aligner with a ``kinds`` attribute (e.g. ``('camera',)`` for an audio-to-audio
+        peer) runs only on the cases of those kinds.
     max_shift : float
         Search range, s.
     jobs : int
@@ -1246,7 +1248,7 @@ def run_align(cases: Sequence[AlignCase], aligner: Aligner | str | None = None, 
 
     Returns
     -------
-    list of AlignOutcome, in the order of ``cases``.
+    list of AlignOutcome, in the order of ``cases`` (of the aligner's kinds).
     """
     def label(x: tuple[AlignCase, Any, float], r: dict[str, Any]) -> str:
         c = x[0]
@@ -1254,6 +1256,9 @@ def run_align(cases: Sequence[AlignCase], aligner: Aligner | str | None = None, 
                 f"AFE {r['got']['afe']:.1f} via {r['sync_by']}{' kept timing' if r['kept'] else ''} "
                 f"{r['seconds']:.1f} s")
 
+    kinds = getattr(load_callable(aligner) if isinstance(aligner, str) else aligner, "kinds", None)
+    if kinds is not None:
+        cases = [c for c in cases if c.kind in kinds]
     raw = _map(_align_job, [(c, aligner, max_shift) for c in cases], jobs, log, label)
     out = []
     for c, r in zip(cases, raw, strict=True):
