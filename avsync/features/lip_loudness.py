@@ -26,7 +26,7 @@ Timing. On the fit part the simulated cases read a median -0.8 frame (audio late
 the filter was fitted there at lag 0. The pipeline's one asymmetry was 5 ms (the 100 Hz
 envelope's even-width box filter, fixed in ``envelope_on_grid``; -0.89 -> -0.80). The rest is
 per clip, not a constant: every case of a clip reads the same error within a few tenths of a
-frame (-5.8 and -5.0 frames on two Obama clips, -3.2, -1.6, +2.2, ... on others), the raw mouth
+frame (-5.8 and -5.0 frames on two Obama clips, -3.2, -1.6, +2.3, ... on others), the raw mouth
 opening reads the same per-clip errors, and the filter's prediction against its target,
 pooled over the training frames, peaks at -35 ms with the 'speaker:obama' group and at -1 ms
 without it. A constant correction fitted on the fit part does not survive grouped
