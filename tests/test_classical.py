@@ -199,3 +199,54 @@ def test_offset_prefers_the_lag_with_more_evidence():
     assert off.seconds == pytest.approx(2.0, abs=0.5)
     z = fisher_score(r, cnt)
     assert z[max_lag + 2] == pytest.approx(np.arctanh(r[max_lag + 2]) * np.sqrt(265))
+
+
+def _speech_pair(seed: int, seconds: float = 10.0, noise: float = 2.0, heard_seed: int | None = None,
+                 lag: int = 0) -> tuple[AudioFeatures, VisualFeatures]:
+    """Syllable-like speech level (blocks of 5 frames at 25 fps) and a noisy mouth opening that
+    follows it, the sound ``lag`` frames early; or, with ``heard_seed``, an unrelated level."""
+    fps = 25.0
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fps)
+
+    def blocks(r: np.random.Generator) -> np.ndarray:
+        return np.repeat(r.standard_normal(n // 5 + 2), 5)[: n + 10]
+
+    level = blocks(rng)
+    heard = level if heard_seed is None else blocks(np.random.default_rng(heard_seed))
+    t100 = np.arange(int(seconds * 100)) / 100
+    speech = Signal(np.interp(t100 + lag / fps, np.arange(n + 10) / fps, heard), 100.0)
+    flat = Signal(np.zeros(len(t100)), 100.0)
+    audio = AudioFeatures(onset=flat, speech=speech, logmel=Signal(np.zeros((len(t100), 2)), 100.0),
+                          duration=seconds, sr=16000)
+    mouth = (level[:n] + noise * rng.standard_normal(n))[:, None]
+    vis = VisualFeatures(mode="speech", kind="lips", envelope=Signal(mouth[:, 0], fps),
+                         grid=Signal(np.zeros((n, 4)), fps), keypoints=None, mouth=Signal(mouth, fps),
+                         detection_rate=1.0, fps=fps, frame_times=np.arange(n) / fps)
+    return audio, vis
+
+
+def test_speech_confidence_tells_a_real_pairing_from_an_unrelated_voice():
+    """detect-offset says "cannot tell" below sqrt(confidence) = 0.3: a noisy mouth that follows
+    the voice (either sign of lag) passes it, an unrelated voice almost never does."""
+    be = ClassicalBackend(ClassicalOptions(lip_filter=False))
+    paired, unrelated = [], []
+    for s in range(40):
+        lag = (-1) ** s * (s % 7)
+        got = be.offset(*_speech_pair(s, lag=lag), 1.0)
+        paired.append(np.sqrt(got.confidence) >= 0.3 and abs(got.seconds * 25 - lag) <= 1)
+        unrelated.append(np.sqrt(be.offset(*_speech_pair(s, heard_seed=1000 + s), 1.0).confidence) >= 0.3)
+    assert np.mean(paired) >= 0.9
+    assert np.mean(unrelated) <= 0.1
+
+
+def test_null_inflation_counts_the_smoothness_of_both_envelopes():
+    from avsync.backends.classical import null_inflation
+
+    rng = np.random.default_rng(3)
+    white = rng.standard_normal(4000)
+    assert null_inflation(white, rng.standard_normal(4000), 50) == pytest.approx(1.0, abs=0.1)
+    blocky = np.repeat(rng.standard_normal(800), 5)  # 5 correlated samples: Σρ² = 1 + 2 Σ (1 - k/5)² = 3.4
+    blocky2 = np.repeat(rng.standard_normal(800), 5)
+    assert null_inflation(blocky, blocky2, 50) == pytest.approx(3.4, rel=0.15)
+    assert null_inflation(blocky, white, 50) == pytest.approx(1.0, abs=0.1)  # one white side: no inflation

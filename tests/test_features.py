@@ -132,6 +132,45 @@ def test_speech_envelope_follows_the_speech_band_only():
     assert half == pytest.approx(1.0, abs=0.005)
 
 
+def _modulated_speech(level_db: np.ndarray, level_rate: float, seconds: float, delay: float,
+                      sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """Speech-band noise whose level follows ``level_db`` (dB, at ``level_rate`` Hz), ``delay`` s late."""
+    from scipy.signal import butter, sosfiltfilt
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    noise = sosfiltfilt(butter(4, [400.0, 2500.0], btype="bandpass", fs=sr, output="sos"), rng.standard_normal(t.size))
+    gain = 10 ** (np.interp(t - delay, np.arange(len(level_db)) / level_rate, level_db) / 20)
+    return (noise * gain).astype(np.float32)
+
+
+@pytest.mark.parametrize("fps", [25.0, 30.0, 50.0])
+@pytest.mark.parametrize("frames", [-2.5, 0.0, 3.0])
+def test_speech_level_on_the_frame_grid_has_no_delay(fps, frames):
+    """A picture that follows the speech level exactly reads the planted offset within 0.05 frame
+    at every frame rate (an even-width box filter put the 100 Hz envelope 5 ms late at 25 fps)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from avsync.backends.classical import ClassicalBackend, ClassicalOptions
+    from avsync.features import VisualFeatures
+    from avsync.types import Signal
+
+    rng = np.random.default_rng(1)
+    seconds = 20.0
+    level = 20 * np.log10(gaussian_filter1d(np.repeat(rng.random(int(seconds * 8) + 1), 125), 20) + 0.05)
+    # + frames = audio leads: the sound is heard that much *before* its picture
+    y = _modulated_speech(level, 1000.0, seconds, delay=-frames / fps)
+    audio = audio_features(y, 16000)
+    n = int(seconds * fps)
+    mouth = np.interp(np.arange(n) / fps, np.arange(len(level)) / 1000.0, level)[:, None]
+    vis = VisualFeatures(mode="speech", kind="lips", envelope=Signal(mouth[:, 0], fps),
+                         grid=Signal(np.zeros((n, 4)), fps), keypoints=None, mouth=Signal(mouth, fps),
+                         detection_rate=1.0, fps=fps,
+                         frame_times=np.arange(n) / fps)
+    got = ClassicalBackend(ClassicalOptions(lip_filter=False)).offset(audio, vis, 0.5)
+    assert got.seconds * fps == pytest.approx(frames, abs=0.05)
+
+
 def test_logmel_and_audio_features_share_one_clock():
     sr = 22050
     y = np.random.default_rng(0).normal(0, 0.1, int(2.345 * sr)).astype(np.float32)

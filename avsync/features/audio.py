@@ -158,17 +158,35 @@ def grid_rows(sig: Signal, rate: float) -> int:
     return int(math.floor(len(sig) / sig.rate * rate + 1e-9))
 
 
+def centred_box(width: int) -> np.ndarray:
+    """Taps of a box filter ``width`` samples long centred on the middle tap (sums to 1).
+
+    An odd width is the plain box; an even one gets ``width + 1`` taps with half weights at
+    both ends, so the filter stays symmetric. (A plain even-width box, e.g. scipy's
+    ``uniform_filter1d(x, 4)``, averages ``x[i-2 .. i+1]``: it delays the signal by half a
+    sample, 5 ms on the 100 Hz envelopes put on a 25 fps grid.)
+    """
+    if width <= 1:
+        return np.ones(1)
+    if width % 2:
+        return np.full(width, 1.0 / width)
+    taps = np.ones(width + 1)
+    taps[0] = taps[-1] = 0.5
+    return taps / width
+
+
 def envelope_on_grid(sig: Signal, rate: float, n: int | None = None) -> np.ndarray:
-    """``sig`` (column 0) box-filtered over one target period (anti-aliasing) and sampled at
-    ``k / rate``, ``k < n`` (default: :func:`grid_rows`)."""
-    from scipy.ndimage import uniform_filter1d
+    """``sig`` (column 0) box-filtered over one target period (anti-aliasing, centred: no
+    delay for any width, see :func:`centred_box`) and sampled at ``k / rate``, ``k < n``
+    (default: :func:`grid_rows`)."""
+    from scipy.ndimage import convolve1d
 
     if n is None:
         n = grid_rows(sig, rate)
     v = np.asarray(sig.values[:, 0], dtype=np.float64)
     width = int(round(sig.rate / rate))
     if width >= 2:
-        v = uniform_filter1d(v, width, mode="nearest")
+        v = convolve1d(v, centred_box(width), mode="nearest")
     t_new = np.arange(n) / rate
     return np.interp(t_new, sig.times, v)
 

@@ -21,6 +21,18 @@ gave 0.26 against 0.20. The context and the ridge strength were chosen by that
 cross-validation (six settings had first been looked at on the check part too, so the check
 numbers carry a little selection). The file-based protocol on the check part (encoded cases, end
 to end): within ±1 frame 0.25 -> 0.28, grid 0.27 -> 0.51, originals 5/20 -> 8/20.
+
+Timing. On the fit part the simulated cases read a median -0.8 frame (audio late) even though
+the filter was fitted there at lag 0. The pipeline's one asymmetry was 5 ms (the 100 Hz
+envelope's even-width box filter, fixed in ``envelope_on_grid``; -0.89 -> -0.80). The rest is
+per clip, not a constant: every case of a clip reads the same error within a few tenths of a
+frame (-5.8 and -5.0 frames on two Obama clips, -3.2, -1.6, +2.3, ... on others), the raw mouth
+opening reads the same per-clip errors, and the filter's prediction against its target,
+pooled over the training frames, peaks at -35 ms with the 'speaker:obama' group and at -1 ms
+without it. A constant correction fitted on the fit part does not survive grouped
+cross-validation (within ±1 frame 0.36 -> 0.33; nested, with held-out filters, 0.26 -> 0.23 to
+0.25), nor do a longer or past-shifted context, a weaker ridge, dropping the off clips from the
+fit, or adding the raw mouth opening; so none is applied.
 """
 
 from __future__ import annotations
