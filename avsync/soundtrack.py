@@ -200,6 +200,19 @@ def soundtrack_correspondence(
                                      cost=1.0 - aff.scores.astype(np.float64), step_penalty=FRAME_STEP_PENALTY)
 
 
+def frame_path_score(reference: AudioFeatures, own: AudioFeatures, max_shift: float) -> float:
+    """The mean frame-level similarity (:func:`soundtrack_frame_affinity`) along the banded DTW
+    path that :func:`soundtrack_correspondence` follows: how well the path it would draw
+    matches, frame by frame (one half of the evidence check of :mod:`avsync.align`)."""
+    from avsync.path import banded_dtw
+
+    s = soundtrack_frame_affinity(reference, own, max_shift).scores.astype(np.float64)
+    t, n_lags = s.shape
+    pi, pq, _ = banded_dtw(1.0 - s, np.arange(t), t + n_lags - 1, open_begin=True, open_end=True,
+                           step_penalty=FRAME_STEP_PENALTY)
+    return float(np.mean(s[pi, np.clip(pq - pi, 0, n_lags - 1)]))
+
+
 def warp_audio(y: np.ndarray, sr: int, plan: np.ndarray, fps: float) -> np.ndarray:
     """Play ``y`` along a frame plan: the soundtrack of a video whose frame ``m`` shows
     original frame ``plan[m]``, as a varispeed would (the pitch moves with the speed; during
