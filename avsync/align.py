@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SYNC_BY = ("auto", "picture", "soundtrack")
 PATHS = ("viterbi", "dtw", "none")
 # Soundtrack evidence: the match score (the mean of two path scores: the windowed affinity along
-# its lag Viterbi, and the frame-level similarity along the DTW path that is followed) of the
+# its lag Viterbi, and the frame-level similarity along a DTW path on the same 16 bands) of the
 # real pairing must beat its mean over unrelated pairings (the reference rolled by
 # EVIDENCE_ROLLS, forwards) by this much. Real camera-microphone cases (issue 13 protocol),
 # 66 fit clips, each matching soundtrack and one of another clip of about the same length:
@@ -370,7 +370,7 @@ EVIDENCE_SEGMENT_SECONDS = 20.0
 def soundtrack_evidence(afeat: Any, own: Any, fps: float, opts: AlignOptions) -> dict[str, Any]:
     """Whether the video's soundtrack clearly matches the reference: the match score (the mean
     of the windowed affinity along its best lag path and of the frame-level similarity along
-    the followed DTW path, :func:`avsync.soundtrack.frame_path_score`), real reference vs its
+    a frame-by-frame DTW path, :func:`avsync.soundtrack.frame_path_score`), real reference vs its
     mean over the reference rolled by EVIDENCE_ROLLS of its length (see SOUNDTRACK_MARGIN).
     Long files are judged on evenly spaced excerpts (see EVIDENCE_MAX_SECONDS)."""
     from avsync.path import PathOptions, viterbi_lags
