@@ -69,9 +69,9 @@ def _on_grid(values: np.ndarray, src_rate: float, rate: float, n: int) -> np.nda
 def soundtrack_envelopes(feat: AudioFeatures, rate: float,
                          bands: tuple[int, ...] = BANDS) -> tuple[np.ndarray, np.ndarray]:
     """Envelopes (T, 1 + B) of one audio at ``rate`` Hz: onset flux, then the loudness of the
-    B bands between the mel-bin edges ``bands``, each prepared like the classical backend's (compressed, high-passed,
-    standardised); and the band loudnesses' spread in dB (B,) before standardising, so that
-    bands that carry the sound can outweigh bands of steady noise."""
+    B bands between the mel-bin edges ``bands``, each prepared like the classical backend's
+    (compressed, high-passed, standardised); and the band loudnesses' spread in dB (B,) before
+    standardising, so that bands that carry the sound can outweigh bands of steady noise."""
     from scipy.ndimage import uniform_filter1d
 
     from avsync.backends.classical import ClassicalOptions, prepare_envelope
