@@ -5,7 +5,8 @@
 2. Cuts Big Buck Bunny into 11 s clips: dev = 0–396 s (tuning/training), held-out = 401–489 s
    (reporting; the end credits from ~490 s are left out: no picture-sound link there).
 3. Runs `avsync bench` protocols for `classical` and every learned backend whose checkpoint is
-   available, on both splits, and writes bench/RESULTS.md.
+   available, on both splits, and writes bench/RESULTS.md (what follows the KEEP line of the
+   old file, the sections written by hand with their commands, is carried over unchanged).
 4. Speed: a 60 s 720p clip aligned end to end vs. a plain PyAV decode+encode of the same file;
    peak memory (RSS) for 60 s and ~600 s inputs.
 5. Batch throughput (bench/batch_throughput.py): `avsync batch` over 16 copies of a small clip,
@@ -142,6 +143,20 @@ def real_footage(backends: list[str], part: str) -> list[str]:
             f"on moving frames. {res.seconds:.0f} s.", "", md, ""]
 
 
+# bench/RESULTS.md: everything from this line on is written by hand (runs with their commands)
+# and carried over by make bench, which rewrites only what comes before it.
+KEEP = "<!-- make bench keeps everything from this line on: sections written by hand -->"
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The lines of ``path`` from the KEEP line on (none when the file or the line is missing)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    i = text.find(KEEP)
+    return [] if i < 0 else text[i:].rstrip("\n").split("\n")
+
+
 def main() -> None:
     import warnings
 
@@ -196,7 +211,11 @@ def main() -> None:
 
         md += ["## Batch throughput", "", *throughput()[1], ""]
     md.append(f"_Total bench time {time.time() - t0:.0f} s._")
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(md) + "\n")
+    results = ROOT / "bench" / "RESULTS.md"
+    kept = kept_sections(results)
+    if kept:
+        md += ["", *kept]
+    results.write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print("bench: wrote bench/RESULTS.md")
 

@@ -95,3 +95,21 @@ def test_markdown_table_has_one_separator_per_column():
                       features_s_per_min=1.0)
     head, sep, row = markdown_table(res).splitlines()
     assert head.count("|") == sep.count("|") == row.count("|")
+
+
+def test_make_bench_keeps_the_hand_written_sections(tmp_path):
+    """bench/run_bench.py rewrites RESULTS.md but carries over what follows its KEEP line."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_bench", Path(__file__).parents[1] / "bench" / "run_bench.py")
+    rb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rb)
+    f = tmp_path / "RESULTS.md"
+    assert rb.kept_sections(f) == []
+    f.write_text(f"# generated\n\nold table\n\n{rb.KEEP}\n\n## by hand\n\nrun X: 0.9\n")
+    assert rb.kept_sections(f) == [rb.KEEP, "", "## by hand", "", "run X: 0.9"]
+    f.write_text("# generated only\n")
+    assert rb.kept_sections(f) == []
+    shipped = Path(__file__).parents[1] / "bench" / "RESULTS.md"
+    assert any(line.startswith("## Real footage") for line in rb.kept_sections(shipped))
