@@ -11,7 +11,8 @@ originals within ±1 frame, and the AUROC of the confidence for being within ±1
     python bench/sim_speech_offset.py classical syncnet [--part check] [--pipeline]
     python bench/sim_speech_offset.py --link-fit DIR   # symlinks to the fit-part speech clips
 
-``NAME:CHECKPOINT`` picks a checkpoint; ``--pipeline`` runs the whole detect-offset measurement
+``NAME:CHECKPOINT`` picks a checkpoint; the name ``none`` is "do nothing" (answers 0 s, confidence 0)
+on the same cases; ``--pipeline`` runs the whole detect-offset measurement
 (global search, windows, fit, verdict) instead of the backend's global ``offset`` alone.
 """
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avsync import offset as O  # noqa: E402
 from avsync.backends import get_backend  # noqa: E402
 from avsync.evaluation import real  # noqa: E402
+from avsync.types import Offset  # noqa: E402
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "real"
 
@@ -51,7 +53,7 @@ def link_fit(media: Path, dst: Path) -> int:
 
 
 def measure(backend, a, v, max_shift: float, pipeline: bool) -> tuple[float, float]:  # noqa: ANN001
-    if not pipeline:
+    if not pipeline or isinstance(backend, DoNothing):
         o = backend.offset(a, v, max_shift)
         return o.seconds, o.confidence
     vdur = len(v.envelope) / v.envelope.rate
@@ -65,12 +67,25 @@ def measure(backend, a, v, max_shift: float, pipeline: bool) -> tuple[float, flo
     return est.offset, est.confidence
 
 
+class DoNothing:
+    """The "do nothing" row: every case read as in sync (0 s), confidence 0."""
+
+    def offset(self, audio, visual, max_shift: float) -> Offset:  # noqa: ANN001
+        return Offset(0.0, 0.0, None)
+
+
+def make_backend(name: str):  # noqa: ANN201
+    """``NAME`` or ``NAME:CHECKPOINT`` (``none``: :class:`DoNothing`)."""
+    if name == "none":
+        return DoNothing()
+    return get_backend(name.partition(":")[0], device="cpu", checkpoint=name.partition(":")[2] or None)
+
+
 def run(names: list[str], media: Path, part: str, pipeline: bool) -> dict[str, list[dict]]:
     from avsync.errors import CannotMeasure
     from avsync.features.extract import extract_audio, extract_visual
 
-    backends = {n: get_backend(n.partition(":")[0], device="cpu", checkpoint=n.partition(":")[2] or None)
-                for n in names}
+    backends = {n: make_backend(n) for n in names}
     rows: dict[str, list[dict]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         for clip in speech_clips(media, part):
