@@ -48,7 +48,7 @@ from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.types import Affinity, Correspondence, Offset, Signal
 
-DEFAULT_CHECKPOINT = "tae-motion"
+DEFAULT_CHECKPOINT = {"motion": "tae-motion", "lips": "tae-lips"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -170,7 +170,9 @@ class TAEBackend:
     Parameters
     ----------
     device, checkpoint
-        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``tae-motion``.
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint: ``tae-lips``
+        for picture features with a tracked face (speech mode), else ``tae-motion``
+        (:data:`DEFAULT_CHECKPOINT`, chosen per input; an explicit checkpoint wins).
     stride : int or None
         Audio window stride in steps (default: 10 at 25 fps, scaled to the model's rate).
     sigma_frames : float
@@ -188,21 +190,40 @@ class TAEBackend:
         import torch
 
         from avsync.device import resolve_device
-        from avsync.hub import build_model
-        from avsync.nn.tae import TINY_TAE, make_net
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        self.model, dims, _ = build_model(checkpoint, backend="tae", default=DEFAULT_CHECKPOINT, make=make_net,
-                                          device=self.device, tiny_dims=TINY_TAE)
-        self.dims = dims
-        self.kind = str(dims.get("kind", "motion"))
-        self.fps = float(dims["fps"])
-        self.n_a, self.n_v = int(dims["n_a"]), int(dims["n_v"])
-        self.stride = int(stride) if stride else max(1, int(round(10 * self.fps / 25.0)))
+        self.requested = checkpoint
+        self.stride_request = int(stride) if stride else None
+        self.nets: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.sigma = float(sigma_frames)
         self.max_speed = float(max_speed)
+        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
+        self.select("motion" if checkpoint is None else None)
+
+    def select(self, kind: str | None) -> None:
+        """Load (once) and use the network for picture input ``kind`` ('motion' or 'lips'): the
+        requested checkpoint when one was given (``kind`` None), else the default of that kind."""
+        from avsync.hub import build_model
+        from avsync.nn.tae import TINY_TAE, make_net
+
+        key = "requested" if kind is None else kind
+        if key not in self.nets:
+            name = self.requested if kind is None else DEFAULT_CHECKPOINT[kind]
+            model, dims, _ = build_model(name, backend="tae", default=DEFAULT_CHECKPOINT["motion"], make=make_net,
+                                         device=self.device, tiny_dims=TINY_TAE)
+            self.nets[key] = (model, dims)
+        self.model, self.dims = self.nets[key]
+        self.kind = str(self.dims.get("kind", "motion"))
+        self.fps = float(self.dims["fps"])
+        self.n_a, self.n_v = int(self.dims["n_a"]), int(self.dims["n_v"])
+        self.stride = self.stride_request or max(1, int(round(10 * self.fps / 25.0)))
+
+    def choose(self, visual: VisualFeatures) -> None:
+        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
+        if self.requested is None:
+            self.select("lips" if visual.kind == "lips" and visual.keypoints is not None else "motion")
 
     # -- the paper's inference ---------------------------------------------------------------
 
@@ -250,6 +271,7 @@ class TAEBackend:
             per lag; ``sigma`` the smoothing width; ``coarse`` the window-centring lag (frames);
             ``fps`` the model rate.
         """
+        self.choose(visual)
         ea, ev, n_a, n_v = self._embeddings(audio, visual)
         big_l = max(1, int(round(max_shift * self.fps)))
         coarse = self._coarse_lag(ea, ev, big_l) if big_l > (self.n_v - self.n_a) // 2 else 0
