@@ -37,6 +37,7 @@ import numpy as np
 
 from avsync.backends import BackendInfo, register
 from avsync.backends._inputs import (
+    SeqKindNets,
     kind_for,
     resample_rows,
     seq_audio_frames,
@@ -164,7 +165,7 @@ def adaptive_smooth(m: np.ndarray, max_speed: float = 2.0,
     return np.maximum.accumulate(laplace_smooth(m, sigmas[-1])), float(sigmas[-1])
 
 
-class TAEBackend:
+class TAEBackend(SeqKindNets):
     """The temporal autoencoder as an alignment / offset backend.
 
     Parameters
@@ -182,6 +183,9 @@ class TAEBackend:
     threads : int, optional
         torch CPU threads.
     """
+
+    NET = "tae"
+    DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT
 
     name = "tae"
 
@@ -202,28 +206,16 @@ class TAEBackend:
         # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
         self.select("motion" if checkpoint is None else None)
 
-    def select(self, kind: str | None) -> None:
-        """Load (once) and use the network for picture input ``kind`` ('motion' or 'lips'): the
-        requested checkpoint when one was given (``kind`` None), else the default of that kind."""
-        from avsync.hub import build_model
+    @staticmethod
+    def net_types() -> tuple[Any, dict[str, Any]]:
         from avsync.nn.tae import TINY_TAE, make_net
 
-        key = "requested" if kind is None else kind
-        if key not in self.nets:
-            name = self.requested if kind is None else DEFAULT_CHECKPOINT[kind]
-            model, dims, _ = build_model(name, backend="tae", default=DEFAULT_CHECKPOINT["motion"], make=make_net,
-                                         device=self.device, tiny_dims=TINY_TAE)
-            self.nets[key] = (model, dims)
-        self.model, self.dims = self.nets[key]
-        self.kind = str(self.dims.get("kind", "motion"))
-        self.fps = float(self.dims["fps"])
+        return make_net, TINY_TAE
+
+    def configure(self) -> None:
+        """Window lengths and stride of the selected network."""
         self.n_a, self.n_v = int(self.dims["n_a"]), int(self.dims["n_v"])
         self.stride = self.stride_request or max(1, int(round(10 * self.fps / 25.0)))
-
-    def choose(self, visual: VisualFeatures) -> None:
-        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
-        if self.requested is None:
-            self.select("lips" if visual.kind == "lips" and visual.keypoints is not None else "motion")
 
     # -- the paper's inference ---------------------------------------------------------------
 
