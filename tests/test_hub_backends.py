@@ -4,8 +4,8 @@ A registry like the package's, but with no bundled files: each entry's URL point
 127.0.0.1 HTTP server serving copies of the shipped checkpoints, and the model cache starts
 empty. ``detect-offset`` and ``align`` then have to download, sha256-verify and load the
 checkpoint before they run. A tampered download is one error line and leaves no file behind.
-With ../shared/media/real present, ``syncnet`` and ``avmatch`` also fetch their lip checkpoints
-for a real face.
+With ../shared/media/real present, ``syncnet``, ``avmatch``, ``tae`` and ``avst`` also fetch
+their lip checkpoints for a real face.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _sha(path: Path) -> str:
 def test_the_served_registry_names_every_learned_backend(served):
     assert {e["backend"] for e in served["entries"].values()} >= {"alignnet", "avmatch", "avst", "tae", "wlos",
                                                                   "syncnet"}
-    assert set(BACKENDS.values()) | {"syncnet-lips", "avmatch-lips"} <= set(served["entries"])
+    assert set(BACKENDS.values()) | {"syncnet-lips", "avmatch-lips", "tae-lips", "avst-lips"} <= set(served["entries"])
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
@@ -149,8 +149,46 @@ def test_avmatch_picks_its_lip_network_for_a_tracked_face_and_motion_otherwise()
     assert tiny.kind == "motion", "an explicit checkpoint is used whatever the input"
 
 
+@pytest.mark.parametrize("backend", ["tae", "avst"])
+def test_the_lip_checkpoints_of_tae_and_avst_are_registered_with_their_cards(backend):
+    entry = hub.get_entry(f"{backend}-lips")
+    path = hub.model_path(f"{backend}-lips")
+    assert entry["backend"] == backend and hub.sha256_file(path) == entry["sha256"]
+    assert path.stat().st_size == entry["size"]
+    card = Path(__file__).resolve().parents[1] / entry["card"]
+    assert card.is_file() and entry["sha256"] in card.read_text(encoding="utf-8")
+    ck = hub.load_checkpoint(f"{backend}-lips", backend=backend)
+    assert ck["dims"]["kind"] == "lips" and ck["dims"]["visual_in"] == 80
+
+
+def test_tae_picks_its_lip_network_for_a_tracked_face_and_motion_otherwise():
+    be = get_backend("tae", device="cpu")
+    o = be.offset(*random_features(lips=True), 0.6)
+    assert be.kind == "lips" and be.dims["visual_in"] == 80 and (be.n_a, be.n_v) == (20, 60)
+    assert np.isfinite(o.seconds)
+    be.offset(*random_features(lips=False), 0.6)
+    assert be.kind == "motion" and be.dims["visual_in"] == 128 and be.n_v == 3 * be.n_a
+    tiny = get_backend("tae", device="cpu", checkpoint="tiny-test")
+    tiny.offset(*random_features(lips=True), 0.6)
+    assert tiny.kind == "motion", "an explicit checkpoint is used whatever the input"
+
+
+def test_avst_picks_its_lip_network_for_a_tracked_face_and_motion_otherwise():
+    be = get_backend("avst", device="cpu")
+    o = be.offset(*random_features(lips=True), 0.6)
+    assert be.kind == "lips" and be.dims["visual_in"] == 80 and be.window == 2.0 and np.isfinite(o.seconds)
+    be.affinity(*random_features(lips=False), 0.6)
+    assert be.kind == "motion" and be.dims["visual_in"] == 128 and be.window == be.dims["window_seconds"]
+    fixed = get_backend("avst", device="cpu", window=1.5)
+    fixed.offset(*random_features(lips=True), 0.6)
+    assert fixed.kind == "lips" and fixed.window == 1.5, "an explicit window wins over the checkpoint's"
+    tiny = get_backend("avst", device="cpu", checkpoint="tiny-test")
+    tiny.offset(*random_features(lips=True), 0.6)
+    assert tiny.kind == "motion", "an explicit checkpoint is used whatever the input"
+
+
 @pytest.mark.skipif(not (REAL / REAL_FACE).is_file(), reason="the shared real footage is not here")
-@pytest.mark.parametrize("backend", ["syncnet", "avmatch"])
+@pytest.mark.parametrize("backend", ["syncnet", "avmatch", "tae", "avst"])
 def test_the_lip_checkpoints_are_fetched_for_a_real_face(backend, served, tmp_path):
     cache = tmp_path / "cache"
     entry = served["entries"][f"{backend}-lips"]

@@ -15,7 +15,8 @@ Sections
     lag tables: :func:`lag_bins`, :func:`band_table`, :func:`band_lag_table`, :func:`nanmean_cols`, :func:`smooth_rows`,
     :func:`window_best_lags`, :func:`dtw_lag_path`, :func:`ridge_affinity`, :func:`row_margin`,
     :func:`dtw_ridge_affinity`, :func:`parabolic`;
-    checkpoints: :func:`dims_from_dict`, :func:`load_net`, :func:`embed_chunks`, :func:`frame_embeddings`.
+    checkpoints: :func:`dims_from_dict`, :func:`load_net`, :func:`embed_chunks`, :func:`frame_embeddings`,
+    :class:`KindNets`, :class:`SeqKindNets` (the network per picture input kind).
 """
 
 from __future__ import annotations
@@ -663,3 +664,51 @@ class KindNets:
         if self.requested is None:
             lips = visual.kind == "lips" and visual.keypoints is not None
             self.select("lips" if lips else "motion")
+
+
+class SeqKindNets:
+    """:class:`KindNets` for the sequence backends (tae, avst), whose checkpoint dims are plain
+    dicts: the checkpoint asked for, or the default of each picture input kind
+    (``DEFAULT_CHECKPOINT``: the lip network for a tracked face, the motion network else), each
+    loaded once.
+
+    Subclasses set ``NET`` and ``DEFAULT_CHECKPOINT`` ({'motion': name, 'lips': name}), give
+    :meth:`net_types` and :meth:`configure` (what follows from the selected dims); their
+    ``__init__`` sets ``requested``, ``device`` (resolved) and ``nets`` ({}).
+    """
+
+    NET: str
+    DEFAULT_CHECKPOINT: dict[str, str]
+    requested: str | None
+    device: str
+    nets: dict[str, tuple[Any, dict[str, Any]]]
+
+    @staticmethod
+    def net_types() -> tuple[Callable[[dict[str, Any]], Any], dict[str, Any]]:
+        """(model constructor, tiny test dims) of the network."""
+        raise NotImplementedError
+
+    def configure(self) -> None:
+        """Set what depends on the selected network's dims (after :meth:`select`)."""
+
+    def select(self, kind: str | None) -> None:
+        """Load (once) and use the network for picture input ``kind``: the requested checkpoint
+        when one was given (``kind`` None), else the default of that kind."""
+        from avsync.hub import build_model
+
+        key = "requested" if kind is None else kind
+        if key not in self.nets:
+            name = self.requested if kind is None else self.DEFAULT_CHECKPOINT[kind]
+            make, tiny = self.net_types()
+            model, dims, _ = build_model(name, backend=self.NET, default=self.DEFAULT_CHECKPOINT["motion"],
+                                         make=make, device=self.device, tiny_dims=tiny)
+            self.nets[key] = (model, dims)
+        self.model, self.dims = self.nets[key]
+        self.kind = str(self.dims.get("kind", "motion"))
+        self.fps = float(self.dims["fps"])
+        self.configure()
+
+    def choose(self, visual: VisualFeatures) -> None:
+        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
+        if self.requested is None:
+            self.select("lips" if visual.kind == "lips" and visual.keypoints is not None else "motion")

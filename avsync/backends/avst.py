@@ -31,6 +31,7 @@ import numpy as np
 
 from avsync.backends import BackendInfo, register
 from avsync.backends._inputs import (
+    SeqKindNets,
     kind_for,
     parabolic,
     resample_rows,
@@ -43,16 +44,18 @@ from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.types import Affinity, Offset, Signal
 
-DEFAULT_CHECKPOINT = "avst-motion"
+DEFAULT_CHECKPOINT = {"motion": "avst-motion", "lips": "avst-lips"}
 
 
-class AVSTBackend:
+class AVSTBackend(SeqKindNets):
     """AVST as an offset / alignment backend.
 
     Parameters
     ----------
     device, checkpoint
-        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``avst-motion``.
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint: ``avst-lips``
+        for picture features with a tracked face (speech mode), else ``avst-motion``
+        (:data:`DEFAULT_CHECKPOINT`, chosen per input; an explicit checkpoint wins).
     window : float or None
         Window length in seconds (default: the checkpoint's training window).
     hop : float
@@ -61,6 +64,9 @@ class AVSTBackend:
         torch CPU threads.
     """
 
+    NET = "avst"
+    DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT
+
     name = "avst"
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, window: float | None = None,
@@ -68,21 +74,29 @@ class AVSTBackend:
         import torch
 
         from avsync.device import resolve_device
-        from avsync.hub import build_model
-        from avsync.nn.avst import TINY_AVST, make_net
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        self.model, dims, _ = build_model(checkpoint, backend="avst", default=DEFAULT_CHECKPOINT, make=make_net,
-                                          device=self.device, tiny_dims=TINY_AVST)
-        self.dims = dims
-        self.kind = str(dims.get("kind", "motion"))
-        self.fps = float(dims["fps"])
-        self.window = float(window or dims.get("window_seconds", 3.0))
+        self.requested = checkpoint
+        self.window_request = float(window) if window else None
+        self.nets: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.hop = float(hop)
+        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
+        self.select("motion" if checkpoint is None else None)
+
+    @staticmethod
+    def net_types() -> tuple[Any, dict[str, Any]]:
+        from avsync.nn.avst import TINY_AVST, make_net
+
+        return make_net, TINY_AVST
+
+    def configure(self) -> None:
+        """Window length of the selected network (unless given)."""
+        self.window = self.window_request or float(self.dims.get("window_seconds", 3.0))
 
     def _inputs(self, audio: AudioFeatures, visual: VisualFeatures) -> tuple[np.ndarray, np.ndarray]:
+        self.choose(visual)
         kind = kind_for(visual, self.kind)
         raw = seq_visual_raw(visual, kind)
         assert raw is not None

@@ -37,6 +37,7 @@ import numpy as np
 
 from avsync.backends import BackendInfo, register
 from avsync.backends._inputs import (
+    SeqKindNets,
     kind_for,
     resample_rows,
     seq_audio_frames,
@@ -48,7 +49,7 @@ from avsync.errors import CannotMeasure
 from avsync.features import AudioFeatures, VisualFeatures
 from avsync.types import Affinity, Correspondence, Offset, Signal
 
-DEFAULT_CHECKPOINT = "tae-motion"
+DEFAULT_CHECKPOINT = {"motion": "tae-motion", "lips": "tae-lips"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -164,13 +165,15 @@ def adaptive_smooth(m: np.ndarray, max_speed: float = 2.0,
     return np.maximum.accumulate(laplace_smooth(m, sigmas[-1])), float(sigmas[-1])
 
 
-class TAEBackend:
+class TAEBackend(SeqKindNets):
     """The temporal autoencoder as an alignment / offset backend.
 
     Parameters
     ----------
     device, checkpoint
-        As for every learned backend (:mod:`avsync.backends`); default checkpoint ``tae-motion``.
+        As for every learned backend (:mod:`avsync.backends`); default checkpoint: ``tae-lips``
+        for picture features with a tracked face (speech mode), else ``tae-motion``
+        (:data:`DEFAULT_CHECKPOINT`, chosen per input; an explicit checkpoint wins).
     stride : int or None
         Audio window stride in steps (default: 10 at 25 fps, scaled to the model's rate).
     sigma_frames : float
@@ -181,6 +184,9 @@ class TAEBackend:
         torch CPU threads.
     """
 
+    NET = "tae"
+    DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT
+
     name = "tae"
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, stride: int | None = None,
@@ -188,21 +194,28 @@ class TAEBackend:
         import torch
 
         from avsync.device import resolve_device
-        from avsync.hub import build_model
-        from avsync.nn.tae import TINY_TAE, make_net
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        self.model, dims, _ = build_model(checkpoint, backend="tae", default=DEFAULT_CHECKPOINT, make=make_net,
-                                          device=self.device, tiny_dims=TINY_TAE)
-        self.dims = dims
-        self.kind = str(dims.get("kind", "motion"))
-        self.fps = float(dims["fps"])
-        self.n_a, self.n_v = int(dims["n_a"]), int(dims["n_v"])
-        self.stride = int(stride) if stride else max(1, int(round(10 * self.fps / 25.0)))
+        self.requested = checkpoint
+        self.stride_request = int(stride) if stride else None
+        self.nets: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.sigma = float(sigma_frames)
         self.max_speed = float(max_speed)
+        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
+        self.select("motion" if checkpoint is None else None)
+
+    @staticmethod
+    def net_types() -> tuple[Any, dict[str, Any]]:
+        from avsync.nn.tae import TINY_TAE, make_net
+
+        return make_net, TINY_TAE
+
+    def configure(self) -> None:
+        """Window lengths and stride of the selected network."""
+        self.n_a, self.n_v = int(self.dims["n_a"]), int(self.dims["n_v"])
+        self.stride = self.stride_request or max(1, int(round(10 * self.fps / 25.0)))
 
     # -- the paper's inference ---------------------------------------------------------------
 
@@ -250,6 +263,7 @@ class TAEBackend:
             per lag; ``sigma`` the smoothing width; ``coarse`` the window-centring lag (frames);
             ``fps`` the model rate.
         """
+        self.choose(visual)
         ea, ev, n_a, n_v = self._embeddings(audio, visual)
         big_l = max(1, int(round(max_shift * self.fps)))
         coarse = self._coarse_lag(ea, ev, big_l) if big_l > (self.n_v - self.n_a) // 2 else 0

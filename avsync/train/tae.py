@@ -157,7 +157,8 @@ def model_description(dims: dict[str, Any]) -> str:
     return f"""Temporal autoencoder for lip sync (`avsync/nn/tae.py`).
 
 - Windows: {dims['n_a']} audio steps against {dims['n_v']} video frames at {dims['fps']:g} fps
-  (1 s of audio against 3 s of picture; the paper: 25 against 75 at 25 fps).
+  ({dims['n_a'] / dims['fps']:.2g} s of audio against {dims['n_v'] / dims['fps']:.2g} s of picture; the paper:
+  25 against 75 at 25 fps).
 - Embeddings (the distance vectors' source): two 1-D CNN encoders (4 conv layers, width
   {dims['width']}, receptive field 9 frames) → {dims['emb']}-d unit vectors, trained jointly.
   Audio: 128-bin log-mel pooled to 32 bands, 4 samples per video frame. Picture: {vis.get(kind, kind)}.
@@ -170,11 +171,12 @@ def model_description(dims: dict[str, Any]) -> str:
 - Inference as in the paper: stride-10 windows (at 25 fps) → ≤ 3 votes per audio step, max-vote
   candidates, longest monotonic sequence by DP, skip and continue, adaptive Laplacian smoothing
   (smallest σ meeting monotonicity and a speed bound), tail padded with the last frame.
-  Added here: the 3 s video window is centred on a coarse global lag found from the embedding
+  Added here: the video window is centred on a coarse global lag found from the embedding
   distances, so offsets up to `max_shift` (not only ±1 s) are reachable.
 - Reduced vs. the paper: small encoders and LSTMs (hidden {dims['hidden']}), decoder fed with
   the encoder state instead of its previous prediction, trained for minutes on one CPU on
-  motion features rather than on a lip-reading corpus."""
+  {"lip keypoints of a few minutes of talking faces" if kind == "lips" else kind + " features"} rather than on
+  a lip-reading corpus."""
 
 
 register_trainable("tae", TAETrainable)
