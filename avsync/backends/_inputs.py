@@ -666,7 +666,7 @@ class KindNets:
             self.select("lips" if lips else "motion")
 
 
-class SeqKindNets:
+class SeqKindNets(KindNets):
     """:class:`KindNets` for the sequence backends (tae, avst), whose checkpoint dims are plain
     dicts: the checkpoint asked for, or the default of each picture input kind
     (``DEFAULT_CHECKPOINT``: the lip network for a tracked face, the motion network else), each
@@ -674,17 +674,15 @@ class SeqKindNets:
 
     Subclasses set ``NET`` and ``DEFAULT_CHECKPOINT`` ({'motion': name, 'lips': name}), give
     :meth:`net_types` and :meth:`configure` (what follows from the selected dims); their
-    ``__init__`` sets ``requested``, ``device`` (resolved) and ``nets`` ({}).
+    ``__init__`` sets ``requested``, ``device`` (resolved) and ``nets`` ({}). :meth:`choose`
+    is :class:`KindNets`'.
     """
 
-    NET: str
-    DEFAULT_CHECKPOINT: dict[str, str]
-    requested: str | None
     device: str
-    nets: dict[str, tuple[Any, dict[str, Any]]]
+    nets: dict[str, tuple[Any, dict[str, Any]]]  # type: ignore[assignment]
 
     @staticmethod
-    def net_types() -> tuple[Callable[[dict[str, Any]], Any], dict[str, Any]]:
+    def net_types() -> tuple[Callable[[dict[str, Any]], Any], dict[str, Any]]:  # type: ignore[override]
         """(model constructor, tiny test dims) of the network."""
         raise NotImplementedError
 
@@ -707,8 +705,3 @@ class SeqKindNets:
         self.kind = str(self.dims.get("kind", "motion"))
         self.fps = float(self.dims["fps"])
         self.configure()
-
-    def choose(self, visual: VisualFeatures) -> None:
-        """Without a requested checkpoint: the lip network when ``visual`` tracked a face."""
-        if self.requested is None:
-            self.select("lips" if visual.kind == "lips" and visual.keypoints is not None else "motion")
