@@ -633,7 +633,7 @@ class KindNets:
 
     Subclasses set ``NET`` (the hub's backend name) and ``DEFAULT_CHECKPOINT``
     ({'motion': name, 'lips': name}) and give :meth:`net_types`; their ``__init__`` sets
-    ``requested`` (checkpoint name/path or None), ``device_request`` and ``nets`` ({}).
+    ``device_request`` and ends with :meth:`start_nets`.
     """
 
     NET: str
@@ -665,6 +665,14 @@ class KindNets:
             lips = visual.kind == "lips" and visual.keypoints is not None
             self.select("lips" if lips else "motion")
 
+    def start_nets(self, checkpoint: str | None) -> None:
+        """Remember the requested checkpoint and load the first network: an explicit one now
+        (bad names fail early), else the motion default (the lip one waits for the input).
+        Called last in ``__init__``, once what :meth:`select` needs is set."""
+        self.requested = checkpoint
+        self.nets = {}
+        self.select("motion" if checkpoint is None else None)
+
 
 class SeqKindNets(KindNets):
     """:class:`KindNets` for the sequence backends (tae, avst), whose checkpoint dims are plain
@@ -674,8 +682,8 @@ class SeqKindNets(KindNets):
 
     Subclasses set ``NET`` and ``DEFAULT_CHECKPOINT`` ({'motion': name, 'lips': name}), give
     :meth:`net_types` and :meth:`configure` (what follows from the selected dims); their
-    ``__init__`` sets ``requested``, ``device`` (resolved) and ``nets`` ({}). :meth:`choose`
-    is :class:`KindNets`'.
+    ``__init__`` sets ``device`` (resolved) and what :meth:`configure` reads, and ends with
+    :meth:`start_nets`. :meth:`choose` and :meth:`start_nets` are :class:`KindNets`'.
     """
 
     device: str

@@ -74,13 +74,10 @@ class AVMatchBackend(KindNets):
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, use_dtw: bool = True,
                  smooth_frames: int = 3, **_: Any) -> None:
-        self.requested = checkpoint
         self.device_request = device
-        self.nets: dict[str, tuple[Any, Any, dict[str, Any], str]] = {}
         self.use_dtw = bool(use_dtw)
         self.smooth = int(smooth_frames)
-        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
-        self.select("motion" if checkpoint is None else None)
+        self.start_nets(checkpoint)
 
     @staticmethod
     def net_types() -> tuple[type, Any, Any]:

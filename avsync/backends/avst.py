@@ -78,12 +78,9 @@ class AVSTBackend(SeqKindNets):
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        self.requested = checkpoint
         self.window_request = float(window) if window else None
-        self.nets: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.hop = float(hop)
-        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
-        self.select("motion" if checkpoint is None else None)
+        self.start_nets(checkpoint)
 
     @staticmethod
     def net_types() -> tuple[Any, dict[str, Any]]:

@@ -78,14 +78,11 @@ class SyncNetBackend(KindNets):
 
     def __init__(self, device: str = "auto", checkpoint: str | None = None, smooth_frames: int = 5,
                  use_dtw: bool = False, **_: Any) -> None:
-        self.requested = checkpoint
         self.device_request = device
-        self.nets: dict[str, tuple[Any, Any, dict[str, Any], str]] = {}
         self.smooth = int(smooth_frames)
         self.use_dtw = bool(use_dtw)
         self.name = "syncnet-dtw" if use_dtw else "syncnet"
-        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
-        self.select("motion" if checkpoint is None else None)
+        self.start_nets(checkpoint)
 
     @staticmethod
     def net_types() -> tuple[type, Any, Any]:

@@ -198,13 +198,10 @@ class TAEBackend(SeqKindNets):
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        self.requested = checkpoint
         self.stride_request = int(stride) if stride else None
-        self.nets: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.sigma = float(sigma_frames)
         self.max_speed = float(max_speed)
-        # an explicit checkpoint is loaded now (bad names fail early); the default waits for the input
-        self.select("motion" if checkpoint is None else None)
+        self.start_nets(checkpoint)
 
     @staticmethod
     def net_types() -> tuple[Any, dict[str, Any]]:
