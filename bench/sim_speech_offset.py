@@ -82,6 +82,15 @@ def make_backend(name: str):  # noqa: ANN201
     return get_backend(name.partition(":")[0], device="cpu", checkpoint=name.partition(":")[2] or None)
 
 
+def case_features(c: real.OffsetCase, audio, vis):  # noqa: ANN001, ANN201
+    """The case's sound window and picture window cut from the clip's features (an original:
+    the whole clip)."""
+    if c.kind == "original":
+        return audio, vis
+    return (O.crop_audio(audio, c.start + c.truth, c.start + c.truth + c.duration),
+            O.crop_visual(vis, c.start, c.start + c.duration))
+
+
 def run(names: list[str], media: Path, part: str, pipeline: bool) -> dict[str, list[dict]]:
     from avsync.errors import CannotMeasure
     from avsync.features.extract import extract_audio, extract_visual
@@ -93,10 +102,7 @@ def run(names: list[str], media: Path, part: str, pipeline: bool) -> dict[str, l
             audio, vis = extract_audio(clip.path), extract_visual(clip.path, mode="speech")
             cases, _ = real.plan_offset_cases(clip, real.clip_info(clip), tmp)
             for c in cases:
-                a, v = audio, vis
-                if c.kind != "original":
-                    a = O.crop_audio(audio, c.start + c.truth, c.start + c.truth + c.duration)
-                    v = O.crop_visual(vis, c.start, c.start + c.duration)
+                a, v = case_features(c, audio, vis)
                 for n, be in backends.items():
                     try:
                         got, conf = measure(be, a, v, c.max_shift, pipeline)

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_speech_offset import MEDIA, speech_clips  # noqa: E402
+from sim_speech_offset import MEDIA, case_features, speech_clips  # noqa: E402
 
 from avsync import offset as O  # noqa: E402
 from avsync.backends import classical as C  # noqa: E402
@@ -67,13 +67,6 @@ def statistics(a: np.ndarray, v: np.ndarray, max_lag: int, rate: float) -> dict[
     }
 
 
-def _case(c: real.OffsetCase, audio: object, vis: object) -> tuple[object, object]:
-    if c.kind == "original":
-        return audio, vis
-    return (O.crop_audio(audio, c.start + c.truth, c.start + c.truth + c.duration),
-            O.crop_visual(vis, c.start, c.start + c.duration))
-
-
 def collect(media: Path, part: str) -> tuple[list[dict], list[dict]]:
     """Per case: statistics, whether within ±1 frame, the fold; and the mismatched pairings."""
     from avsync.features.extract import extract_audio, extract_visual
@@ -86,7 +79,7 @@ def collect(media: Path, part: str) -> tuple[list[dict], list[dict]]:
         for clip, audio, vis in clips:
             others = [(c, a) for c, a, _ in clips if c.group != clip.group]
             for case in real.plan_offset_cases(clip, real.clip_info(clip), tmp)[0]:
-                a, v = _case(case, audio, vis)
+                a, v = case_features(case, audio, vis)
                 try:
                     av, vv, rate = be.envelopes(a, v)
                     lag = max(1, round(case.max_shift * rate))
