@@ -207,20 +207,27 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None,
         exception it raises (e.g. a written video that does not decode to its plan) leaves
         nothing in place.
 
-    The temp file is removed on any failure, including KeyboardInterrupt.
+    The temp file is removed on any failure, including KeyboardInterrupt; after a signal
+    (:mod:`avsync.interrupts`) nothing is put in place.
     """
+    from avsync import interrupts
+
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=suffix or p.suffix or ".tmp",
-                               dir=p.parent if str(p.parent) else ".")
-    os.close(fd)
+    tmp: str | None = None
     try:
+        with interrupts.held():  # a signal here must not leave a temp file nobody removes
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=suffix or p.suffix or ".tmp",
+                                       dir=p.parent if str(p.parent) else ".")
+            os.close(fd)
         yield tmp
         if verify is not None:
             verify(tmp)
+        interrupts.check()  # a signal whose KeyboardInterrupt was swallowed: no output either
         commit(tmp, p, mode, overwrite=overwrite)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 

@@ -18,6 +18,7 @@ import signal
 import sys
 from typing import Any
 
+from avsync import interrupts
 from avsync.batch.commands import execute
 
 _STATE: dict[str, Any] = {"busy": False, "stop": False, "output": None, "before": None}
@@ -45,7 +46,7 @@ def _on_signal(signum: int, frame: Any) -> None:
         # finished file that the results file does not name. The parent then stops.
         return
     _STATE["busy"] = False  # interrupt the running item once
-    raise KeyboardInterrupt
+    interrupts.interrupt()  # now, or once its output's temp file is created / renamed
 
 
 def worker_main(conn: Any, warm: list[str], threads: int, quiet: bool) -> None:

@@ -154,11 +154,13 @@ def run(fn: Callable[[], T]) -> T:
 
     AVSYNC_DEBUG=1 re-raises unexpected exceptions with their traceback.
     """
+    from avsync import interrupts
     from avsync.errors import AvsyncError, CannotMeasure
 
     held = _HeldWarnings()
     try:
         result = fn()
+        interrupts.check()  # a signal whose KeyboardInterrupt a library swallowed
         held.release()
         return result
     except CannotMeasure as e:
@@ -275,11 +277,16 @@ def rich_progress(enabled: bool = True) -> Iterator[Callable[[str, float, float 
 
 
 def _install_signal_handlers() -> None:
-    # SIGTERM behaves like Ctrl-C so that temp files are cleaned up by the same finally blocks.
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    # SIGTERM behaves like Ctrl-C so that temp files are cleaned up by the same finally blocks;
+    # both go through avsync.interrupts (held off while an output is created or renamed, and
+    # remembered when a library swallows the KeyboardInterrupt).
+    from avsync import interrupts
 
-    signal.signal(signal.SIGTERM, _term)
+    def _on_signal(signum: int, frame: Any) -> None:
+        interrupts.interrupt()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
 
 
 def _load_commands() -> None:

@@ -1,0 +1,95 @@
+"""Signals during an atomic write: no temp file left behind, no output put in place after a
+signal even when a library swallowed its KeyboardInterrupt, and the CLI exits 130.
+
+Deterministic counterparts of tests/test_malformed.py's timing-based signal tests: the
+signal is sent from inside the code under test, at exactly the moment that used to race.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from avsync import interrupts, outputs
+
+
+@pytest.fixture()
+def handler() -> Iterator[None]:
+    """SIGTERM handled as the CLI handles it, for this test only."""
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: interrupts.interrupt())
+    interrupts.reset()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        interrupts.reset()
+
+
+def _term_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode
+
+
+def test_signal_while_the_temp_file_is_created_leaves_nothing(handler: None, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tempfile.mkstemp
+
+    def mkstemp_then_signal(*a: Any, **k: Any) -> tuple[int, str]:
+        made = real(*a, **k)
+        _term_self()  # after the file exists, before atomic_path has its name
+        return made
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", mkstemp_then_signal)
+    body_ran = []
+    with pytest.raises(KeyboardInterrupt), outputs.atomic_path(tmp_path / "out.mp4") as tmp:
+        body_ran.append(tmp)
+    assert body_ran == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_swallowed_interrupt_still_puts_no_output_in_place(handler: None, tmp_path: Path) -> None:
+    dest = tmp_path / "out.json"
+    with pytest.raises(KeyboardInterrupt), outputs.atomic_path(dest) as tmp:
+        Path(tmp).write_text("{}")
+        try:  # a C callback that "ignores" the exception (PyAV's logging and I/O callbacks do)
+            _term_self()
+        except KeyboardInterrupt:
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_held_section_raises_at_its_end(handler: None) -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt), interrupts.held():
+        _term_self()
+        reached.append(1)  # the section is not cut short
+    assert reached == [1]
+    assert interrupts.signalled()
+
+
+def test_cli_exits_130_after_a_swallowed_interrupt(handler: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from avsync.cli._app import run
+
+    def command() -> int:
+        try:
+            _term_self()
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    with pytest.raises(typer.Exit) as e:
+        run(command)
+    assert e.value.exit_code == 130
+    assert capsys.readouterr().err.splitlines() == ["avsync: interrupted"]
+
+
+def test_writes_work_again_without_a_signal(handler: None, tmp_path: Path) -> None:
+    outputs.write_json(tmp_path / "a.json", {"ok": 1})
+    assert (tmp_path / "a.json").read_text().strip().startswith("{")
+    assert not interrupts.signalled()
