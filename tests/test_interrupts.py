@@ -7,6 +7,7 @@ signal is sent from inside the code under test, at exactly the moment that used 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -57,10 +58,9 @@ def test_swallowed_interrupt_still_puts_no_output_in_place(handler: None, tmp_pa
     dest = tmp_path / "out.json"
     with pytest.raises(KeyboardInterrupt), outputs.atomic_path(dest) as tmp:
         Path(tmp).write_text("{}")
-        try:  # a C callback that "ignores" the exception (PyAV's logging and I/O callbacks do)
+        # a C callback that "ignores" the exception (PyAV's logging and I/O callbacks do)
+        with contextlib.suppress(KeyboardInterrupt):
             _term_self()
-        except KeyboardInterrupt:
-            pass
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,10 +77,8 @@ def test_cli_exits_130_after_a_swallowed_interrupt(handler: None, capsys: pytest
     from avsync.cli._app import run
 
     def command() -> int:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             _term_self()
-        except KeyboardInterrupt:
-            pass
         return 0
 
     with pytest.raises(typer.Exit) as e:
