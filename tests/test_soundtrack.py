@@ -227,3 +227,39 @@ def test_long_soundtracks_are_judged_on_excerpts(monkeypatch):
     assert al.soundtrack_evidence(ref, own, fps, opts)["passed"]
     assert seen and max(seen) == pytest.approx(30.0, abs=0.02)  # only the excerpts were read
     assert not al.soundtrack_evidence(ref, other, fps, opts)["passed"]
+
+
+def _melody(seconds: float, sr: int, seed: int, transpose: float = 0.0, delay: float = 0.0) -> np.ndarray:
+    """Harmonic notes (a random tune, 0.2-0.4 s each, three partials) ``transpose`` semitones up,
+    starting ``delay`` seconds late (silence before)."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(seconds * sr))
+    t = delay
+    while t < seconds:
+        n = int(rng.uniform(0.2, 0.4) * sr)
+        f0 = 220.0 * 2 ** ((int(rng.integers(0, 24)) + transpose) / 12)
+        s = int(t * sr)
+        k = np.arange(min(n, len(y) - s)) / sr
+        note = sum(np.sin(2 * np.pi * h * f0 * k) / h for h in (1, 2, 3)) * np.minimum(1.0, 40 * k)
+        y[s:s + len(k)] += 0.3 * note
+        t += n / sr
+    return (y + 0.003 * rng.standard_normal(len(y))).astype(np.float32)
+
+
+def test_pitch_classes_find_a_transposed_tune():
+    """A clock running fast plays its soundtrack higher: the pitch-class match holds under the
+    transposition (here 3 semitones) and not for another tune."""
+    from avsync.soundtrack import pitch_class_affinity
+
+    sr, seconds, delay = 22050, 10.0, 0.4
+    ref = audio_features(_melody(seconds, sr, seed=3), sr)
+    own = audio_features(_melody(seconds, sr, seed=3, transpose=3.0, delay=delay), sr)
+    other = audio_features(_melody(seconds, sr, seed=8, transpose=3.0, delay=delay), sr)
+    aff = pitch_class_affinity(ref, own, max_shift=1.0)
+    rows = slice(int(1.0 * aff.rate), int(8.5 * aff.rate))
+    along = aff.scores[rows].mean(axis=0)  # each constant lag, over the tune
+    far = np.abs(aff.lags - delay) > 0.1
+    assert abs(aff.lags[np.argmax(along)] - delay) <= 0.02
+    assert along.max() > 0.9 and along.max() - along[far].max() > 0.2, along
+    wrong = pitch_class_affinity(ref, other, max_shift=1.0).scores[rows].mean(axis=0)
+    assert wrong.max() < along.max() - 0.2
