@@ -284,7 +284,9 @@ def soundtrack_correspondence(
 
     aff = soundtrack_frame_affinity(reference, own, max_shift)
     pitch = pitch_class_affinity(reference, own, max_shift).scores  # the same rows and lags
-    scores = (1.0 - PITCH_SHARE) * aff.scores.astype(np.float64) + PITCH_SHARE * pitch
+    scores = aff.scores.astype(np.float64)
+    scores *= 1.0 - PITCH_SHARE
+    scores += PITCH_SHARE * pitch
     popts = PathOptions(smooth_seconds=FRAME_SMOOTH_SECONDS, max_speed=max_speed)
     return banded_dtw_correspondence(aff, popts, out_rate=fps, n_out=n_out, src_duration=src_duration,
                                      cost=1.0 - scores, step_penalty=FRAME_STEP_PENALTY)
