@@ -46,7 +46,7 @@ def _on_signal(signum: int, frame: Any) -> None:
         # finished file that the results file does not name. The parent then stops.
         return
     _STATE["busy"] = False  # interrupt the running item once
-    interrupts.interrupt()  # now, or once its output's temp file is created / renamed
+    interrupts.interrupt()  # now, or once its output's temp file is created
 
 
 def worker_main(conn: Any, warm: list[str], threads: int, quiet: bool) -> None:

@@ -278,7 +278,7 @@ def rich_progress(enabled: bool = True) -> Iterator[Callable[[str, float, float 
 
 def _install_signal_handlers() -> None:
     # SIGTERM behaves like Ctrl-C so that temp files are cleaned up by the same finally blocks;
-    # both go through avsync.interrupts (held off while an output is created or renamed, and
+    # both go through avsync.interrupts (held off while an output's temp file is created, and
     # remembered when a library swallows the KeyboardInterrupt).
     from avsync import interrupts
 
