@@ -1,5 +1,5 @@
 """Ctrl-C and SIGTERM as a command sees them: raised as KeyboardInterrupt, never lost, never
-half-way through creating or renaming an output.
+half-way through creating an output's temp file.
 
 A signal handler calls :func:`interrupt` instead of raising KeyboardInterrupt itself:
 
@@ -50,7 +50,7 @@ def held() -> Iterator[None]:
         _STATE["held"] -= 1
         if not _STATE["held"] and _STATE["pending"]:
             _STATE["pending"] = False
-            raise KeyboardInterrupt  # noqa: B012 - the signal outranks whatever else was raised
+            raise KeyboardInterrupt  # the signal outranks whatever else was raised
 
 
 def reset() -> None:

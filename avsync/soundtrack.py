@@ -68,6 +68,11 @@ def _on_grid(values: np.ndarray, src_rate: float, rate: float, n: int) -> np.nda
     return np.stack([np.interp(t_new, t_src, v[:, d]) for d in range(v.shape[1])], axis=1)
 
 
+def _rows(feat: AudioFeatures, rate: float) -> int:
+    """Rows of ``feat`` on a ``rate`` Hz grid (whole periods of its onset envelope)."""
+    return int(math.floor(len(feat.onset) / feat.onset.rate * rate + 1e-9))
+
+
 def soundtrack_envelopes(feat: AudioFeatures, rate: float,
                          bands: tuple[int, ...] = BANDS) -> tuple[np.ndarray, np.ndarray]:
     """Envelopes (T, 1 + B) of one audio at ``rate`` Hz: onset flux, then the loudness of the
@@ -78,7 +83,7 @@ def soundtrack_envelopes(feat: AudioFeatures, rate: float,
 
     from avsync.backends.classical import ClassicalOptions, prepare_envelope
 
-    n = int(math.floor(len(feat.onset) / feat.onset.rate * rate + 1e-9))
+    n = _rows(feat, rate)
     if n < 2:
         raise CannotMeasure("the soundtrack is too short to compare")
     opts = ClassicalOptions()
@@ -247,8 +252,7 @@ def pitch_class_affinity(reference: AudioFeatures, own: AudioFeatures, max_shift
     """
     from scipy.ndimage import uniform_filter1d
 
-    t = int(math.floor(len(reference.onset) / reference.onset.rate * rate + 1e-9))
-    n = int(math.floor(len(own.onset) / own.onset.rate * rate + 1e-9))
+    t, n = _rows(reference, rate), _rows(own, rate)
     # All 12 rotations at once: the circular cross-correlation over the classes, through the
     # 12-point real FFT of each frame.
     fa = np.fft.rfft(_pitch_classes(reference, rate, t), axis=1)
