@@ -85,6 +85,23 @@ def test_frame_level_dtw_follows_skips_and_freezes(warp, seed, floor):
     assert np.mean(np.abs(base) <= 1) < 0.5  # the distortion is real
 
 
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_path_takes_the_files_ends_where_the_sound_leaves_them_open(seed):
+    """Two soundtracks of the same length with nothing to follow (unrelated noise): the path
+    maps the reference's first and last frames onto the video's (ANCHOR_COST); with free ends
+    it starts 0.5-1 s into the video on these seeds."""
+    from avsync.soundtrack import soundtrack_correspondence
+
+    sr, fps, seconds = 22050, 25.0, 4.0
+    rng = np.random.default_rng(seed)
+    ref, own = (audio_features((0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32), sr)
+                for _ in range(2))
+    n = int(seconds * fps)
+    corr = soundtrack_correspondence(ref, own, fps, n, seconds, max_shift=1.5)
+    assert corr.src_time[0] == pytest.approx(0.0, abs=0.05)
+    assert corr.src_time[-1] == pytest.approx((n - 1) / fps, abs=0.1)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("soundtrack")
