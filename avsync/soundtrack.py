@@ -222,14 +222,14 @@ PITCH_KEY_SECONDS = 1.0
 def _pitch_classes(feat: AudioFeatures, rate: float, n: int) -> np.ndarray:
     """(n, 12) log energy per pitch class at ``rate`` Hz, rows mean-removed and unit length.
 
-    The log-mel bins centred in [PITCH_LOW_HZ, PITCH_HIGH_HZ] (librosa's Slaney mel scale of the
+    The log-mel bins centred in [PITCH_LOW_HZ, PITCH_HIGH_HZ] (the Slaney mel scale of the
     features; above 1 kHz the bins are log-spaced, about half a semitone apart) are folded into
     the 12 classes with triangular weights on the distance in semitones from A440.
     """
-    import librosa
+    from avsync.features.audio import mel_frequencies
 
     lm = np.asarray(feat.logmel.values, dtype=np.float64)
-    centres = librosa.mel_frequencies(n_mels=lm.shape[1] + 2, fmax=feat.sr / 2.0)[1:-1]
+    centres = mel_frequencies(lm.shape[1] + 2, feat.sr / 2.0)[1:-1]
     sel = (centres >= PITCH_LOW_HZ) & (centres <= PITCH_HIGH_HZ)
     if not sel.any():
         return np.zeros((n, 12))

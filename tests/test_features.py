@@ -405,3 +405,29 @@ def test_chunked_mel_power_matches_librosa():
     got = _mel_power(y, 22050, 1024, 220, 128, chunk=37)  # chunk boundaries inside the signal
     assert got.shape == ref.shape
     assert np.max(np.abs(got - ref)) <= 1e-5 * ref.max()
+
+
+@pytest.mark.parametrize(("sr", "n_fft", "n_mels"), [(22050, 2048, 128), (16000, 512, 128), (44100, 1024, 64)])
+def test_mel_scale_filters_db_and_flux_match_librosa(sr, n_fft, n_mels):
+    """The mel filterbank, dB conversion and spectral flux written out in avsync.features.audio
+    (to spare librosa's 2 s import) give librosa 0.11's numbers."""
+    import librosa
+
+    from avsync.features import audio as A
+
+    assert np.allclose(A._mel_basis(sr, n_fft, n_mels), librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels),
+                       rtol=0, atol=1e-7)
+    assert np.allclose(A.mel_frequencies(n_mels + 2, sr / 2), librosa.mel_frequencies(n_mels=n_mels + 2, fmax=sr / 2))
+    rng = np.random.default_rng(1)
+    # noise whose loudness jumps every 0.1 s: floors, rises and falls for the dB and the flux
+    y = (rng.standard_normal(sr * 2) * np.repeat(rng.random(20) ** 3, sr // 10)).astype(np.float32)
+    hop = sr // 100
+    power = A._mel_power(y, sr, n_fft, hop, n_mels)
+    db = A.power_to_db(power, top_db=80.0)
+    want = librosa.power_to_db(power, ref=np.max, top_db=80.0)
+    assert db.min() < db.max() - 79.0  # the floor is reached somewhere
+    assert np.max(np.abs(db - want)) < 1e-4
+    flux = A._onset_from_mel(want, sr, hop, n_fft)
+    ref = librosa.onset.onset_strength(S=want, sr=sr, hop_length=hop, n_fft=n_fft, center=True)
+    assert flux.shape == ref.shape and flux.max() > 0
+    assert np.allclose(flux, ref, rtol=0, atol=1e-5)

@@ -62,11 +62,56 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / sd if sd > 1e-12 else x).astype(np.float32)
 
 
+# The mel scale, filterbank, dB conversion and spectral flux below are Slaney's (the Auditory
+# Toolbox) as librosa 0.11 computes them by default (tests/test_audio_features.py checks them
+# against librosa); written out here because importing librosa's filters and onset modules takes
+# about 2 s, most of a short detect-offset run.
+_MEL_LINEAR_HZ = 200.0 / 3.0  # Hz per mel below 1 kHz
+_MEL_BREAK_HZ = 1000.0  # linear below, logarithmic above
+_MEL_LOG_STEP = math.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Slaney mel of ``hz``: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(hz, dtype=np.float64)
+    lin = f / _MEL_LINEAR_HZ
+    brk = _MEL_BREAK_HZ / _MEL_LINEAR_HZ
+    log = brk + np.log(np.maximum(f, 1e-12) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+    return np.where(f >= _MEL_BREAK_HZ, log, lin)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asarray(mel, dtype=np.float64)
+    brk = _MEL_BREAK_HZ / _MEL_LINEAR_HZ
+    return np.where(m >= brk, _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (m - brk)), _MEL_LINEAR_HZ * m)
+
+
+def mel_frequencies(n_mels: int, fmax: float, fmin: float = 0.0) -> np.ndarray:
+    """``n_mels`` frequencies (Hz) evenly spaced on the mel scale from ``fmin`` to ``fmax``."""
+    return mel_to_hz(np.linspace(float(hz_to_mel(fmin)), float(hz_to_mel(fmax)), n_mels))
+
+
 @functools.lru_cache(maxsize=8)
 def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
-    import librosa
+    """(n_mels, 1 + n_fft // 2) triangular filters from 0 Hz to sr / 2, each of unit area
+    per Hz (Slaney normalisation)."""
+    fft_hz = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    edges = mel_frequencies(n_mels + 2, sr / 2.0)
+    width = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rise = -ramps[:-2] / width[:-1, None]
+    fall = ramps[2:] / width[1:, None]
+    weights = np.maximum(0.0, np.minimum(rise, fall)).astype(np.float32)
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None].astype(np.float32)
+    return weights
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+
+def power_to_db(power: np.ndarray, top_db: float, amin: float = 1e-10) -> np.ndarray:
+    """dB relative to the largest value of ``power``, floored ``top_db`` below the loudest."""
+    db = 10.0 * np.log10(np.maximum(amin, power))
+    db -= 10.0 * np.log10(max(amin, float(np.max(power))))
+    return np.maximum(db, db.max() - top_db)
 
 
 def _mel_power(y: np.ndarray, sr: int, n_fft: int, hop: int, n_mels: int, chunk: int = 2048) -> np.ndarray:
@@ -93,11 +138,9 @@ def _mel_db_frames(y: np.ndarray, sr: int, hop: int, n_mels: int) -> tuple[np.nd
 
     Frames are centred: frame i describes the audio around sample ``i * hop``.
     """
-    import librosa
-
     n_fft = min(N_FFT, max(256, 1 << int(np.floor(np.log2(max(len(y), 256))))))
     mel = _mel_power(y, sr, n_fft, hop, n_mels)
-    return librosa.power_to_db(mel, ref=np.max, top_db=-FLOOR_DB).astype(np.float32), n_fft
+    return power_to_db(mel, top_db=-FLOOR_DB).astype(np.float32), n_fft
 
 
 def logmel(y: np.ndarray, sr: int, rate: float = 100.0, n_mels: int = 128) -> Signal:
@@ -123,11 +166,14 @@ def logmel(y: np.ndarray, sr: int, rate: float = 100.0, n_mels: int = 128) -> Si
 
 
 def _onset_from_mel(mel_db: np.ndarray, sr: int, hop: int, n_fft: int = N_FFT) -> np.ndarray:
-    import librosa
-
-    # librosa shifts the flux by n_fft // (2 hop) frames so that a peak sits at the time
-    # the event starts (a centred frame "sees" an event half a window before it happens).
-    return librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop, n_fft=n_fft, center=True)
+    """Mean over the bands of the rise of each band's dB from the previous frame, delayed by
+    one frame plus ``n_fft // (2 hop)`` (as librosa's ``onset_strength(center=True)``: a peak
+    then sits at the time the event starts, since a centred frame "sees" an event half a
+    window before it happens); as many frames as ``mel_db``."""
+    mel_db = np.asarray(mel_db)
+    flux = np.maximum(0.0, mel_db[:, 1:] - mel_db[:, :-1]).mean(axis=0)
+    pad = 1 + n_fft // (2 * hop)
+    return np.concatenate([np.zeros(pad, flux.dtype), flux])[: mel_db.shape[1]]
 
 
 def onset_envelope(y: np.ndarray, sr: int, rate: float = 100.0) -> Signal:
