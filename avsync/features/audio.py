@@ -63,7 +63,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 # The mel scale, filterbank, dB conversion and spectral flux below are Slaney's (the Auditory
-# Toolbox) as librosa 0.11 computes them by default (tests/test_audio_features.py checks them
+# Toolbox) as librosa 0.11 computes them by default (tests/test_features.py checks them
 # against librosa); written out here because importing librosa's filters and onset modules takes
 # about 2 s, most of a short detect-offset run.
 _MEL_LINEAR_HZ = 200.0 / 3.0  # Hz per mel below 1 kHz
