@@ -314,7 +314,8 @@ def soundtrack_correspondence(
 # at the start of a clip, which leaves the first frame's lag anywhere in it, starts to lose);
 # a lag prior over every row instead, 0.01 / 0.1 per second: 0.874 / 0.854. Check part (52 clips):
 # 0.917 -> 0.932, music 0.871 -> 0.943 (a steady 5 s clip one beat off before), events 0.834 ->
-# 0.861, speech and dance level.
+# 0.861, speech and dance level. Capped at 0.5 s for its plateau (40-80), though uncapped 40 read
+# higher on the fit part: uncapped, it sits next to a cliff (60).
 ANCHOR_COST = 60.0
 ANCHOR_CAP_SECONDS = 0.5
 
