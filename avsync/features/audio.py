@@ -64,27 +64,25 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 # The mel scale, filterbank, dB conversion and spectral flux below are Slaney's (the Auditory
 # Toolbox) as librosa 0.11 computes them by default (tests/test_features.py checks them
-# against librosa); written out here because importing librosa's filters and onset modules takes
-# about 2 s, most of a short detect-offset run.
+# against librosa); written out here because importing librosa's filters and onset modules cost
+# about 1 s of a short detect-offset run (9 s clip end to end: 5.4-5.6 s -> 4.1-4.6 s).
 _MEL_LINEAR_HZ = 200.0 / 3.0  # Hz per mel below 1 kHz
 _MEL_BREAK_HZ = 1000.0  # linear below, logarithmic above
+_MEL_BREAK = _MEL_BREAK_HZ / _MEL_LINEAR_HZ  # the break in mels
 _MEL_LOG_STEP = math.log(6.4) / 27.0
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney mel of ``hz``: linear below 1 kHz, logarithmic above."""
     f = np.asarray(hz, dtype=np.float64)
-    lin = f / _MEL_LINEAR_HZ
-    brk = _MEL_BREAK_HZ / _MEL_LINEAR_HZ
-    log = brk + np.log(np.maximum(f, 1e-12) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
-    return np.where(f >= _MEL_BREAK_HZ, log, lin)
+    log = _MEL_BREAK + np.log(np.maximum(f, 1e-12) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+    return np.where(f >= _MEL_BREAK_HZ, log, f / _MEL_LINEAR_HZ)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`hz_to_mel`."""
     m = np.asarray(mel, dtype=np.float64)
-    brk = _MEL_BREAK_HZ / _MEL_LINEAR_HZ
-    return np.where(m >= brk, _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (m - brk)), _MEL_LINEAR_HZ * m)
+    return np.where(m >= _MEL_BREAK, _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (m - _MEL_BREAK)), _MEL_LINEAR_HZ * m)
 
 
 def mel_frequencies(n_mels: int, fmax: float, fmin: float = 0.0) -> np.ndarray:
@@ -165,11 +163,11 @@ def logmel(y: np.ndarray, sr: int, rate: float = 100.0, n_mels: int = 128) -> Si
     return Signal(_to_grid(mel.T, sr / hop, rate, _n_rows(len(y), sr, rate)), rate, 0.0)
 
 
-def _onset_from_mel(mel_db: np.ndarray, sr: int, hop: int, n_fft: int = N_FFT) -> np.ndarray:
+def onset_strength(mel_db: np.ndarray, hop: int, n_fft: int = N_FFT) -> np.ndarray:
     """Mean over the bands of the rise of each band's dB from the previous frame, delayed by
     one frame plus ``n_fft // (2 hop)`` (as librosa's ``onset_strength(center=True)``: a peak
     then sits at the time the event starts, since a centred frame "sees" an event half a
-    window before it happens); as many frames as ``mel_db``."""
+    window before it happens); as many frames as ``mel_db`` (bands, frames), at hop ``hop``."""
     mel_db = np.asarray(mel_db)
     flux = np.maximum(0.0, mel_db[:, 1:] - mel_db[:, :-1]).mean(axis=0)
     pad = 1 + n_fft // (2 * hop)
@@ -194,7 +192,7 @@ def onset_envelope(y: np.ndarray, sr: int, rate: float = 100.0) -> Signal:
     y = _check(y, sr)
     hop = _hop(sr, rate)
     mel, n_fft = _mel_db_frames(y, sr, hop, 128)
-    env = _onset_from_mel(mel, sr, hop, n_fft)
+    env = onset_strength(mel, hop, n_fft)
     out = _to_grid(env[:, None], sr / hop, rate, _n_rows(len(y), sr, rate))
     return Signal(_normalise(out), rate, 0.0)
 
@@ -292,7 +290,7 @@ def audio_features(y: np.ndarray, sr: int, rate: float = 100.0) -> AudioFeatures
     hop = _hop(sr, rate)
     n = _n_rows(len(y), sr, rate)
     mel, n_fft = _mel_db_frames(y, sr, hop, 128)
-    onset = _to_grid(_onset_from_mel(mel, sr, hop, n_fft)[:, None], sr / hop, rate, n)
+    onset = _to_grid(onset_strength(mel, hop, n_fft)[:, None], sr / hop, rate, n)
     return AudioFeatures(
         onset=Signal(_normalise(onset), rate, 0.0),
         speech=speech_envelope(y, sr, rate),

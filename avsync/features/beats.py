@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avsync.features.audio import onset_strength
+
 # MediaPipe pose landmarks of the extremities and the head: nose, elbows, wrists, knees,
 # ankles, foot tips. Torso points move with the whole body and add little rhythm.
 POSE_LIMB_JOINTS = (0, 13, 14, 15, 16, 25, 26, 27, 28, 31, 32)
@@ -110,17 +112,6 @@ def _log_mel(y: np.ndarray, n_fft: int = 2048, hop: int = _HOP, n_mels: int = 12
     m = _mel_filterbank(_SR, n_fft, n_mels) @ spec.T
     db = 10.0 * np.log10(np.maximum(m, 1e-10))
     return np.maximum(db, db.max() - 80.0)
-
-
-def _onset_strength(logmel: np.ndarray, n_fft: int = 2048) -> np.ndarray:
-    """Spectral flux: mean over bands of the positive log-mel increase, shape (T,).
-
-    Dated like librosa's ``onset_strength`` (lag 1 plus ``n_fft // (2 hop)`` frames), so
-    that beats agree with librosa's beat tracker, the usual reference for the score.
-    """
-    flux = np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)
-    pad = 1 + n_fft // (2 * _HOP)
-    return np.concatenate([np.zeros(pad), flux])[: logmel.shape[1]]
 
 
 def _estimate_tempo(oenv: np.ndarray, fr: float, prior_bpm: float = 120.0) -> float:
@@ -219,7 +210,7 @@ def music_beats(y: np.ndarray, sr: int, *, downbeats: bool = True) -> Beats:
         return empty
     fr = _SR / _HOP
     logmel = _log_mel(y)
-    oenv = _onset_strength(logmel)
+    oenv = onset_strength(logmel, _HOP)  # dated like librosa's, so beats agree with its beat tracker
     if float(np.max(oenv)) <= 0:
         return empty
     tempo = _estimate_tempo(oenv, fr)
@@ -271,7 +262,7 @@ def _around_beats(env: np.ndarray, frames: np.ndarray) -> np.ndarray:
 
 def _downbeats(frames: np.ndarray, logmel: np.ndarray) -> np.ndarray:
     """Bar starts under 4/4: the phase whose beats carry the most low-frequency onset energy."""
-    low_at = _around_beats(_onset_strength(logmel[:12]), frames)  # bands below ~250 Hz
+    low_at = _around_beats(onset_strength(logmel[:12], _HOP), frames)  # bands below ~250 Hz
     phase = int(np.argmax([low_at[p::4].mean() if low_at[p::4].size else -1 for p in range(4)]))
     db = np.zeros(frames.size, bool)
     db[phase::4] = True
