@@ -621,6 +621,23 @@ def load_checkpoint(
     return ckpt
 
 
+def load_checkpoint_arrays(
+    name_or_path: str | os.PathLike[str],
+    *,
+    backend: str | None = None,
+    registry: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """:func:`load_checkpoint` without torch: resolved and verified the same way, read by
+    :func:`avsync.nn.portable.read_checkpoint` (tensors as numpy arrays, the same refusal of
+    anything but tensors and plain values)."""
+    from avsync.nn.portable import read_checkpoint
+
+    path = resolve(name_or_path, registry=registry)
+    ckpt = read_checkpoint(path)
+    _check_checkpoint(ckpt, path, backend)
+    return ckpt
+
+
 def _torch_load(path: Path, map_location: Any) -> Any:
     """``torch.load(weights_only=True)``; every failure becomes a one-line ModelError."""
     import pickle

@@ -8,7 +8,7 @@ Pipeline
 :func:`detect_offset` is a list of stage calls, each a function over plain values that can be
 run (and tested) on its own: :func:`read_clip` (probe and raw samples, via
 :mod:`avsync.media`), :func:`extract_features`, :func:`global_offset`, :func:`fold_period`,
-:func:`measure_windows`, :func:`fit_windows`, :func:`refine_with_events`, :func:`judge`
+:func:`measure_windows`, :func:`fit_windows`, :func:`refine_with_events`, :func:`second_opinion`, :func:`judge`
 (verdict and reported offset). What ``--fix`` does with the result is :func:`fix_plan`.
 
 1. Features: :func:`avsync.features.extract.extract_audio` on the clip's own audio and
@@ -66,6 +66,8 @@ verdict is not "cannot tell".
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -79,8 +81,12 @@ from avsync.features import MODES
 from avsync.progress import Progress
 from avsync.types import CONVENTION, Signal, in_itu_window
 
+log = logging.getLogger(__name__)
+
 MIN_DURATION = 2.0  # seconds: shorter clips cannot be measured
 CONFIDENT = 0.3  # below: verdict "cannot tell"
+SECOND_OPINION_CAP = 0.29  # a second reading that agrees lifts a low confidence at most to this (< CONFIDENT)
+SECOND_OPINION_FRAMES = 2.0  # ... by exp(-(frames apart / this)^2)
 PERIODIC_CONF_CAP = 0.5  # periodic content: ambiguous modulo the period (set to this when events agree)
 DRIFT_MS_PER_MIN = 20.0  # a significant drift at least this large is "drifting"
 SILENCE_RMS = 1e-4  # -80 dBFS: quieter audio is "silent"
@@ -665,6 +671,72 @@ def refine_with_events(est: Estimate, clip: RawClip, venv: Signal, fps: float, p
     )
 
 
+@functools.lru_cache(maxsize=2)
+def _lip_syncnet(name: str) -> Any:
+    from avsync.hub import load_checkpoint_arrays
+    from avsync.nn.portable import SyncNetNumpy
+
+    return SyncNetNumpy(load_checkpoint_arrays(name, backend="syncnet"))
+
+
+def lip_syncnet_offset(afeat: Any, vfeat: Any, max_shift: float, checkpoint: str = "syncnet-lips") -> float:
+    """The lip SyncNet's offset (s) over ``±max_shift``, its network run in numpy
+    (:mod:`avsync.nn.portable`, no torch): what ``--backend syncnet`` reads on a tracked face.
+
+    Raises
+    ------
+    CannotMeasure
+        No tracked face, or too little overlap.
+    ModelError
+        The checkpoint cannot be resolved or read.
+    """
+    from avsync.backends._inputs import audio_frames, band_lag_table, checked_visual_frames, visual_input, windows
+    from avsync.backends.syncnet import best_mean_lag
+
+    net = _lip_syncnet(checkpoint)
+    kind, frames, fps = net.dims["input_kind"], int(net.dims["frames"]), float(vfeat.fps)
+    v = visual_input(checked_visual_frames(vfeat, kind, checkpoint), kind)
+    ea = net.embed_audio(windows(audio_frames(afeat, fps), frames))
+    ev = net.embed_visual(windows(v, frames))
+    d, n = band_lag_table(ea, ev, max_shift, fps, lambda x, y: np.linalg.norm(x - y, axis=1))
+    return best_mean_lag(d, np.arange(-n, n + 1) / fps, fps)[0]
+
+
+def second_opinion(est: Estimate, afeat: Any, vfeat: Any, max_shift: float,
+                   backend: str) -> tuple[Estimate, dict | None]:
+    """Stage 7b: on a talking face the classical path is unsure of, ask the lip SyncNet.
+
+    When the classical backend's confidence is below :data:`CONFIDENT` and the picture is a
+    tracked face, the lip SyncNet (``syncnet-lips``, trained on the fit part's faces) reads
+    the offset too; the confidence becomes ``max(confidence, SECOND_OPINION_CAP ·
+    exp(-(frames apart / SECOND_OPINION_FRAMES)^2))``. It stays below :data:`CONFIDENT`, so
+    no verdict changes: agreement ranks the unsure answers, it proves nothing, because the
+    two also agree on 25-31 % of faces paired with another clip's voice. Measured on the
+    real-footage split's simulated speech cases (the network out of fold on the fit part),
+    the share right within ±1 frame by how far the two readings are apart: < 0.5 frame
+    0.59, 0.5-1 0.56, 1-1.5 0.45, 1.5-3 0.00, > 3 0.14; the confidence's AUROC fit 0.655 ->
+    0.695, check 0.53 -> 0.79.
+
+    Returns
+    -------
+    (estimate with the confidence raised or not, {"backend", "offset_ms", "frames_apart"} or
+    None when no second reading was taken)
+    """
+    if backend != "classical" or vfeat.kind != "lips" or est.confidence >= CONFIDENT:
+        return est, None
+    from avsync.errors import ModelError
+
+    try:
+        other = lip_syncnet_offset(afeat, vfeat, max_shift)
+    except (CannotMeasure, ModelError) as e:
+        log.debug("no second opinion: %s", e)
+        return est, None
+    apart = abs(other - est.offset) * float(vfeat.fps)
+    lifted = SECOND_OPINION_CAP * math.exp(-((apart / SECOND_OPINION_FRAMES) ** 2))
+    info = {"backend": "syncnet-lips", "offset_ms": round(other * 1000, 3), "frames_apart": round(apart, 3)}
+    return dataclasses.replace(est, confidence=max(est.confidence, lifted)), info
+
+
 def judge(est: Estimate, picture_duration: float) -> tuple[str, Estimate, bool]:
     """Stage 8: the verdict, the reported offset (at the first frame when it drifts) and
     whether the clip stays inside the ITU window.
@@ -737,6 +809,7 @@ def detect_offset(
     est = dataclasses.replace(est, notes=tuple(n for n in (vfeat.note, period_note) if n))
     if opts.refine:
         est = refine_with_events(est, clip, vfeat.envelope, fps, vdur, period is not None)
+    est, other = second_opinion(est, afeat, vfeat, max_shift, opts.backend)
     verdict, est, in_sync = judge(est, vdur)
     return OffsetResult(
         file=str(path),
@@ -757,6 +830,7 @@ def detect_offset(
             "visual_kind": vfeat.kind,
             "backend_confidence": round(bconf, 4),
             "window_agreement": round(agreement, 4),
+            "second_opinion": other,
             "period": period,
             "drift_stderr_ms_per_min": None if not math.isfinite(est.drift_se) else round(est.drift_se * 60000, 3),
             "words": _words(est.offset),

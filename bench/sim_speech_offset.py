@@ -64,6 +64,7 @@ def measure(backend, a, v, max_shift: float, pipeline: bool) -> tuple[float, flo
     opts = O.OffsetOptions()
     w = O.measure_windows(backend, a, v, off, vdur, ms, opts)
     est, _ = O.fit_windows(w, off, float(v.fps), opts.window, bconf, period is not None)
+    est, _ = O.second_opinion(est, a, v, ms, getattr(backend, "name", ""))
     _, est, _ = O.judge(est, vdur)
     return est.offset, est.confidence
 

@@ -162,28 +162,39 @@ class SyncNetBackend(KindNets):
                              "frame_confidence": Signal(conf[:, None], fps, 0.0)})
 
     def _search_offset(self, d: np.ndarray, lags: np.ndarray, fps: float) -> Offset:
-        """Offset of ``syncnet``: the lag of minimum mean distance (LSE-D), LSE-C confidence."""
-        mdist = nanmean_cols(d, max(5, len(d) // 4))
-        if not np.isfinite(mdist).any():
-            raise CannotMeasure("picture and sound do not overlap enough to measure an offset")
-        k = int(np.nanargmin(mdist))
-        lse_d = float(mdist[k])
-        lse_c = float(np.nanmedian(mdist) - lse_d)
-        sec = float(lags[k] + parabolic(mdist, k) / fps)
-        c50 = float(self.dims.conf_c50)
-        conf = lse_c / (lse_c + c50) if lse_c > 0 else 0.0
-        # per-frame confidence (SyncNet demo: median over shifts − distance at the offset)
-        from scipy.ndimage import median_filter
+        """Offset of ``syncnet``: :func:`search_offset` with the checkpoint's ``conf_c50``."""
+        return search_offset(d, lags, fps, float(self.dims.conf_c50))
 
-        fconf = np.nanmedian(np.where(np.isfinite(d), d, np.nan), axis=1) - d[:, k]
-        fconf = median_filter(np.nan_to_num(fconf, nan=0.0), size=9, mode="nearest")
-        win, hop, drift = window_best_lags(d, lags, fps, sec, lower_better=True)
-        return Offset(
-            seconds=sec, confidence=float(np.clip(conf, 0.0, 1.0)),
-            drift=Signal(np.array(drift)[:, None], fps / hop, win / (2 * fps)),
-            extra={"lse_c": lse_c, "lse_d": lse_d, "frame_confidence": Signal(fconf[:, None], fps, 0.0),
-                   "mean_distance": [float(x) for x in mdist], "method": "syncnet: min mean distance"},
-        )
+
+def best_mean_lag(d: np.ndarray, lags: np.ndarray, fps: float) -> tuple[float, np.ndarray, int]:
+    """(offset s, mean distance per lag, its argmin): the lag of minimum mean distance over the
+    rows of ``d`` (Na, lags), sub-frame by a parabola through its neighbours."""
+    mdist = nanmean_cols(d, max(5, len(d) // 4))
+    if not np.isfinite(mdist).any():
+        raise CannotMeasure("picture and sound do not overlap enough to measure an offset")
+    k = int(np.nanargmin(mdist))
+    return float(lags[k] + parabolic(mdist, k) / fps), mdist, k
+
+
+def search_offset(d: np.ndarray, lags: np.ndarray, fps: float, c50: float) -> Offset:
+    """SyncNet's offset search on a banded distance table ``d`` (Na, lags): the lag of minimum
+    mean distance (LSE-D), sub-frame by a parabola; confidence LSE-C / (LSE-C + ``c50``)."""
+    sec, mdist, k = best_mean_lag(d, lags, fps)
+    lse_d = float(mdist[k])
+    lse_c = float(np.nanmedian(mdist) - lse_d)
+    conf = lse_c / (lse_c + c50) if lse_c > 0 else 0.0
+    # per-frame confidence (SyncNet demo: median over shifts − distance at the offset)
+    from scipy.ndimage import median_filter
+
+    fconf = np.nanmedian(np.where(np.isfinite(d), d, np.nan), axis=1) - d[:, k]
+    fconf = median_filter(np.nan_to_num(fconf, nan=0.0), size=9, mode="nearest")
+    win, hop, drift = window_best_lags(d, lags, fps, sec, lower_better=True)
+    return Offset(
+        seconds=sec, confidence=float(np.clip(conf, 0.0, 1.0)),
+        drift=Signal(np.array(drift)[:, None], fps / hop, win / (2 * fps)),
+        extra={"lse_c": lse_c, "lse_d": lse_d, "frame_confidence": Signal(fconf[:, None], fps, 0.0),
+               "mean_distance": [float(x) for x in mdist], "method": "syncnet: min mean distance"},
+    )
 
 
 def _syncnet_factory(**kw: Any) -> SyncNetBackend:
