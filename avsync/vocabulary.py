@@ -78,6 +78,10 @@ VOCABULARY: dict[str, Key] = dict([
                              "`windows[]`: that window; `evidence`: the real pairing's score)", f"{A}, {D}"),
     _k("backend_confidence", "0..1", "the backend's own confidence in the global offset", D),
     _k("window_agreement", "0..1", "share of windows agreeing with the global offset", D),
+    _k("second_opinion", "object or null", "classical backend on a tracked face it is unsure of: the lip SyncNet's "
+                                           "reading, `backend`, `offset_ms`, `frames_apart` (agreement raises the "
+                                           "confidence, never above the verdict threshold)", D),
+    _k("frames_apart", "frames", "`second_opinion`: how far its offset is from the reported one", D),
     _k("in_sync", "bool", "inside the ITU window −125 ms ≤ offset ≤ +45 ms", D),
     _k("verdict", "text", "in sync, constant offset, drifting, or cannot tell", D),
     _k("drift_ms_per_min", "ms/min", "change of the offset per minute of picture (`fix`: the drift cancelled)", D),
