@@ -90,6 +90,7 @@ MIN_DURATION = 2.0  # seconds: shorter clips cannot be measured
 CONFIDENT = 0.3  # below: verdict "cannot tell"
 SECOND_OPINION_CAP = 0.29  # a second reading that agrees lifts a low confidence at most to this (< CONFIDENT)
 SECOND_OPINION_FRAMES = 2.0  # ... by exp(-(frames apart / this)^2)
+FACE_MARGIN = 0.1  # several faces: the speaking one's confidence leads the next by at least this
 PERIODIC_CONF_CAP = 0.5  # periodic content: ambiguous modulo the period (set to this when events agree)
 DRIFT_MS_PER_MIN = 20.0  # a significant drift at least this large is "drifting"
 SILENCE_RMS = 1e-4  # -80 dBFS: quieter audio is "silent"
@@ -546,6 +547,67 @@ def global_offset(backend: Any, afeat: Any, vfeat: Any, max_shift: float) -> tup
     return float(glob.seconds), float(np.clip(glob.confidence, 0.0, 1.0))
 
 
+def choose_face(backend: Any, afeat: Any, vfeat: Any, max_shift: float) -> tuple[Any, dict | None]:
+    """Stage 3a: a picture with several tracked faces: the one whose lips match the sound.
+
+    Each face's global offset and confidence is measured (as in :func:`global_offset`); the
+    features go on with the face of the highest confidence, among equals (unrelated voices
+    mostly score 0) the one with the highest correlation peak (the backend's ``peak_score``
+    when it reports one). It counts as the speaking face
+    when its confidence reaches :data:`CONFIDENT` (on the scale of the reported confidence,
+    ``backend_confidence ** 0.5``) and leads the next face's by :data:`FACE_MARGIN`; otherwise
+    the answer names no face ("cannot tell which face speaks") and the measurement is that
+    of the likeliest one.
+
+    Returns
+    -------
+    (visual features of the chosen face, or ``vfeat`` unchanged with fewer than two faces;
+    {"faces": [{"face", "position", "size", "detected", "offset_ms", "confidence"}, ...],
+    "speaking_face": index or None, "measured_face": index} or None)
+    """
+    faces = getattr(vfeat, "faces", ())
+    if len(faces) < 2:
+        return vfeat, None
+    rows, rank = [], []
+    for i, f in enumerate(faces):
+        try:
+            glob = backend.offset(afeat, vfeat.with_face(i), max_shift)
+            off, bconf = float(glob.seconds), float(np.clip(glob.confidence, 0.0, 1.0))
+            peak = float(glob.extra.get("peak_score", 0.0) or 0.0)
+        except CannotMeasure:
+            off, bconf, peak = 0.0, 0.0, -math.inf
+        rows.append({"face": i, "position": [round(f.position[0], 3), round(f.position[1], 3)],
+                     "size": round(f.size, 4), "detected": round(f.detection_rate, 3),
+                     "offset_ms": round(off * 1000, 3), "confidence": round(math.sqrt(bconf), 4)})
+        rank.append((bconf, peak))
+    order = sorted(range(len(rows)), key=lambda i: rank[i], reverse=True)
+    best, second = rows[order[0]]["confidence"], rows[order[1]]["confidence"]
+    clear = best >= CONFIDENT and best - second >= FACE_MARGIN
+    info = {"faces": rows, "speaking_face": order[0] if clear else None, "measured_face": order[0]}
+    return vfeat.with_face(order[0]), info
+
+
+def face_note(info: dict | None) -> str:
+    """Words on which face was measured (empty for a picture with one face)."""
+    if not info:
+        return ""
+    n, i = len(info["faces"]), info["measured_face"]
+    where = _where(info["faces"][i]["position"][0], [f["position"][0] for f in info["faces"]])
+    if info["speaking_face"] is not None:
+        return f"the {where} one of {n} faces speaks (face {i})"
+    return f"cannot tell which of {n} faces speaks; measured the likeliest, the {where} one (face {i})"
+
+
+def _where(x: float, xs: list[float]) -> str:
+    """'left', 'right' or 'middle': where the face at ``x`` is among the faces at ``xs``."""
+    rank = sorted(xs).index(x)
+    if rank == 0:
+        return "left"
+    if rank == len(xs) - 1:
+        return "right"
+    return "middle"
+
+
 def fold_period(offset: float, venv: Signal, max_shift: float) -> tuple[float, float | None, str]:
     """Stage 4: periodic picture: offsets are ambiguous modulo the period; take the smallest.
 
@@ -807,11 +869,12 @@ def detect_offset(
     afeat, vfeat, vdur = extract_features(p, opts.mode, progress)
     fps = float(vfeat.fps)
     max_shift = search_range(opts.max_shift, vdur)
+    vfeat, faces = choose_face(backend, afeat, vfeat, max_shift)
     off, bconf = global_offset(backend, afeat, vfeat, max_shift)
     off, period, period_note = fold_period(off, vfeat.envelope, max_shift)
     windows = measure_windows(backend, afeat, vfeat, off, vdur, max_shift, opts, progress)
     est, agreement = fit_windows(windows, off, fps, opts.window, bconf, period is not None)
-    est = dataclasses.replace(est, notes=tuple(n for n in (vfeat.note, period_note) if n))
+    est = dataclasses.replace(est, notes=tuple(n for n in (vfeat.note, face_note(faces), period_note) if n))
     if opts.refine:
         est = refine_with_events(est, clip, vfeat.envelope, fps, vdur, period is not None)
     est, other = second_opinion(est, afeat, vfeat, max_shift, opts.backend)
@@ -836,6 +899,7 @@ def detect_offset(
             "backend_confidence": round(bconf, 4),
             "window_agreement": round(agreement, 4),
             "second_opinion": other,
+            **(faces or {}),
             "period": period,
             "drift_stderr_ms_per_min": None if not math.isfinite(est.drift_se) else round(est.drift_se * 60000, 3),
             "words": _words(est.offset),

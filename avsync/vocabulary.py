@@ -71,17 +71,26 @@ VOCABULARY: dict[str, Key] = dict([
     _k("n_src", "frames", "frames in the source video", A),
     # offset
     _k("offset_ms", "ms", "audio-to-picture offset, + = audio leads (at the first frame when drifting; "
-                          "`windows[]`: in that window)", D),
+                          "`windows[]`: in that window; `faces[]`: read on that face)", D),
     _k("offset_frames", "frames", "`offset_ms` in frames of the clip", D),
     _k("words", "text", "the offset or shift in words (\"audio is 64 ms early\", \"audio delayed by 64 ms\")", D),
     _k("confidence", "0..1", "how sure the measurement is (align: mean over output frames; "
-                             "`windows[]`: that window; `evidence`: the real pairing's score)", f"{A}, {D}"),
+                             "`windows[]`: that window; `faces[]`: that face's global reading; "
+                             "`evidence`: the real pairing's score)", f"{A}, {D}"),
     _k("backend_confidence", "0..1", "the backend's own confidence in the global offset", D),
     _k("window_agreement", "0..1", "share of windows agreeing with the global offset", D),
     _k("second_opinion", "object or null", "classical backend on a tracked face it is unsure of: the lip SyncNet's "
                                            "reading, `backend`, `offset_ms`, `frames_apart` (agreement raises the "
                                            "confidence, never above the verdict threshold)", D),
     _k("frames_apart", "frames", "`second_opinion`: how far its offset is from the reported one", D),
+    _k("faces", "list", "a picture with several tracked faces: each one's `face`, `position`, `size`, `detected`, "
+                        "`offset_ms`, `confidence` (absent with one face)", D),
+    _k("face", "index", "`faces[]`: the face's number, left to right from 0", D),
+    _k("position", "[x, y]", "`faces[]`: where the mouth is, pixels / the frame's longest side", D),
+    _k("size", "same units", "`faces[]`: the face's inter-ocular distance", D),
+    _k("detected", "0..1", "`faces[]`: share of frames where that face was found", D),
+    _k("speaking_face", "index or null", "the face whose lips follow the sound (null: cannot tell which)", D),
+    _k("measured_face", "index", "the face the offset was measured on (the likeliest speaker)", D),
     _k("in_sync", "bool", "inside the ITU window −125 ms ≤ offset ≤ +45 ms", D),
     _k("verdict", "text", "in sync, constant offset, drifting, or cannot tell", D),
     _k("drift_ms_per_min", "ms/min", "change of the offset per minute of picture (`fix`: the drift cancelled)", D),

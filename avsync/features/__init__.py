@@ -12,6 +12,7 @@ The extraction functions live in :mod:`avsync.features.extract`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +48,30 @@ class AudioFeatures:
 
 
 @dataclass(frozen=True)
+class Face:
+    """One tracked face of a picture with several faces (lip features as in :class:`VisualFeatures`).
+
+    Attributes
+    ----------
+    envelope, keypoints, mouth : Signal
+        This face's mouth-opening activity (T, 1), lip keypoints (T, 40) and mouth opening (T, 1).
+    detection_rate : float
+        Fraction of frames where this face was found.
+    position : tuple of float
+        Median mouth position (x, y) in isotropic image units (pixels / longest side).
+    size : float
+        Median inter-ocular distance, same units.
+    """
+
+    envelope: Signal
+    keypoints: Signal
+    mouth: Signal
+    detection_rate: float
+    position: tuple[float, float]
+    size: float
+
+
+@dataclass(frozen=True)
 class VisualFeatures:
     """Visual features of one video, on a uniform grid at ``fps`` starting at t = 0.
 
@@ -73,6 +98,10 @@ class VisualFeatures:
         Presentation times (s) of the source frames, relative to the first.
     note : str
         Human words on what was used, e.g. "no person found: motion features".
+    faces : tuple of Face
+        When the picture holds several faces each found often enough: all of them, left to
+        right; ``envelope``, ``keypoints`` and ``mouth`` are then those of the face found most
+        often (``extra["main_face"]`` is its index). Empty otherwise.
     """
 
     mode: str
@@ -86,3 +115,10 @@ class VisualFeatures:
     frame_times: np.ndarray
     note: str = ""
     extra: dict = field(default_factory=dict)
+    faces: tuple[Face, ...] = ()
+
+    def with_face(self, i: int) -> VisualFeatures:
+        """These features with face ``i`` of :attr:`faces` as the picture's face (and no others)."""
+        f = self.faces[i]
+        return dataclasses.replace(self, envelope=f.envelope, keypoints=f.keypoints, mouth=f.mouth,
+                                   detection_rate=f.detection_rate, faces=())

@@ -19,7 +19,7 @@ import numpy as np
 
 from avsync import cache as _cache
 from avsync.errors import CannotMeasure, InputError
-from avsync.features import MODES, AudioFeatures, VisualFeatures
+from avsync.features import MODES, AudioFeatures, Face, VisualFeatures
 from avsync.features.audio import audio_features
 from avsync.features.landmarks import (
     DETECT_SIDE,
@@ -27,6 +27,8 @@ from avsync.features.landmarks import (
     N_LIPS,
     N_POSE,
     R_HIP,
+    FaceCounter,
+    FaceTracks,
     LandmarkDetector,
     clean_track,
     detect_size,
@@ -42,6 +44,8 @@ PROBE_SEEK = 2.0  # auto probe: seek when the next probe time is this far (s) ah
 PROBE_MAX_DECODE = 12  # auto probe: most frames decoded for one probe
 N_PROBE = 12  # frames looked at by mode='auto'
 SPEECH_FACE_SIZE = 0.06  # inter-ocular distance / longest side above which a face "is the subject"
+MAX_FACES = 3  # most faces tracked in a picture with several
+SEVERAL_FACES = 2  # probe frames showing two faces or more before several are tracked (each costs time)
 # auto: a body must be found in this fraction of the probe frames for 'dance' (pose also
 # fires on cartoon characters now and then: Big Buck Bunny gets 3-7 hits out of 12)
 PROBE_BODY = 0.75
@@ -88,28 +92,41 @@ def probe_mode(path: str | os.PathLike) -> str:
 
 def _probe_mode(path: str, duration: float) -> tuple[str, dict]:
     """Look at ~N_PROBE frames spread over the clip and pick 'speech', 'dance' or 'general'."""
+    stats = _probe(path, duration)
+    return _decide_mode(stats), stats
+
+
+def _probe(path: str, duration: float, full: bool = True) -> dict:
+    """On ~N_PROBE frames spread over the clip: how many show several faces, and (``full``) how
+    many show a face to the face mesh, and a body to pose."""
     from avsync.media import open_container
 
     times = (np.arange(N_PROBE) + 0.5) / N_PROBE * max(duration, 1e-3)
-    faces, poses, sizes, seen = 0, 0, [], 0
-    with open_container(path) as c, LandmarkDetector(pose=True, face=True, static=True) as det:
+    faces, several, poses, sizes, seen = 0, 0, 0, [], 0
+    with open_container(path) as c, FaceCounter() as counter, \
+            LandmarkDetector(pose=full, face=full, static=True) as det:
         for frame in _probe_frames(c, times):
             w, h = detect_size(frame.width, frame.height)
             rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
             seen += 1
+            several += counter.count(rgb) >= 2
+            if not full:
+                continue
             f = det.face(rgb)
             if f is not None:
                 faces += 1
                 sizes.append(f.face_size)
             if det.pose(rgb) is not None:
                 poses += 1
-    stats = {
+    if not full:
+        return {"probe_frames": seen, "probe_several_faces": several}
+    return {
         "probe_frames": seen,
         "probe_faces": faces,
+        "probe_several_faces": several,
         "probe_poses": poses,
         "probe_face_size": float(np.median(sizes)) if sizes else 0.0,
     }
-    return _decide_mode(stats), stats
 
 
 def _probe_frames(c, times: np.ndarray):  # type: ignore[no-untyped-def]
@@ -180,6 +197,12 @@ def _visual_to_npz(v: VisualFeatures) -> dict[str, np.ndarray]:
         d["keypoints"] = v.keypoints.values
     if v.mouth is not None:
         d["mouth"] = v.mouth.values
+    if v.faces:
+        d["face_envelope"] = np.stack([f.envelope.values for f in v.faces])
+        d["face_keypoints"] = np.stack([f.keypoints.values for f in v.faces])
+        d["face_mouth"] = np.stack([f.mouth.values for f in v.faces])
+        d["face_meta"] = np.array(json.dumps(
+            [{"rate": f.detection_rate, "position": list(f.position), "size": f.size} for f in v.faces]))
     return d
 
 
@@ -197,6 +220,19 @@ def _visual_from_npz(d: dict[str, np.ndarray]) -> VisualFeatures:
         frame_times=d["frame_times"],
         note=str(d["note"]),
         extra=json.loads(str(d["extra"])),
+        faces=_faces_from_npz(d, fps),
+    )
+
+
+def _faces_from_npz(d: dict[str, np.ndarray], fps: float) -> tuple[Face, ...]:
+    if "face_meta" not in d:
+        return ()
+    meta = json.loads(str(d["face_meta"]))
+    return tuple(
+        Face(Signal(d["face_envelope"][i], fps, 0.0), Signal(d["face_keypoints"][i], fps, 0.0),
+             Signal(d["face_mouth"][i], fps, 0.0), float(m["rate"]),
+             (float(m["position"][0]), float(m["position"][1])), float(m["size"]))
+        for i, m in enumerate(meta)
     )
 
 
@@ -248,7 +284,8 @@ def extract_visual(
     if not info.has_video:
         raise InputError(f"no video stream in '{p}'")
     key = (
-        _cache.file_key(p, what="visual", mode=mode, grid=GRID, motion_width=MOTION_WIDTH, detect_side=DETECT_SIDE)
+        _cache.file_key(p, what="visual", mode=mode, grid=GRID, motion_width=MOTION_WIDTH, detect_side=DETECT_SIDE,
+                        max_faces=MAX_FACES)
         if cache
         else ""
     )
@@ -256,8 +293,11 @@ def extract_visual(
     if hit is not None:
         return hit
     chosen, extra = _probe_mode(p, info.duration) if mode == "auto" else (mode, {})
+    if chosen == "speech" and mode != "auto":
+        extra = _probe(p, info.duration, full=False)
+    several = chosen == "speech" and extra.get("probe_several_faces", 0) >= SEVERAL_FACES
     fps = _nominal_fps(info)
-    tracks = _decode_tracks(p, chosen, info.n_frames or None, fps, progress)
+    tracks = _decode_tracks(p, chosen, info.n_frames or None, fps, progress, MAX_FACES if several else 1)
     t_src, idx = _monotonic_clock(np.asarray(tracks.times, np.float64))
     n = int(np.floor(t_src[-1] * fps + 0.5)) + 1
     grid = _to_grid(t_src, np.stack(tracks.grid)[idx], fps, n)
@@ -274,7 +314,8 @@ def extract_visual(
         fps=fps,
         frame_times=t_src,
         note=f"auto mode chose '{chosen}'; {person.note}" if mode == "auto" else person.note,
-        extra=extra,
+        extra={**extra, "main_face": person.main_face} if person.faces else extra,
+        faces=person.faces,
     )
     if cache:
         _cache.save_npz(key, _visual_to_npz(out))
@@ -301,22 +342,28 @@ class _Tracks:
     pose: list[np.ndarray] = field(default_factory=list)  # (N_POSE, 3) x, y, visibility or NaN
     lips: list[np.ndarray] = field(default_factory=list)  # (N_LIPS, 2) or NaN
     mouth: list[tuple[float, float]] = field(default_factory=list)  # (opening, face size) or NaN
+    # several faces tracked: per frame, (track index, lips (N_LIPS, 2), opening, face size) of each face
+    multi: list[list[tuple[int, np.ndarray, float, float]]] | None = None
+    # ... and after the pass, per track: lips (N, N_LIPS, 2), mouth (N, 2), found (N,)
+    tracks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @property
     def detection_rate(self) -> float:
         return float(np.mean(self.found)) if self.found else 0.0
 
 
-def _decode_tracks(p: str, chosen: str, n_est: int | None, fps: float, progress: Progress | None) -> _Tracks:
+def _decode_tracks(p: str, chosen: str, n_est: int | None, fps: float, progress: Progress | None,
+                   max_faces: int = 1) -> _Tracks:
     """Decode the video once: the motion grid of every frame, and pose ('dance') or face mesh
-    ('speech') on the same frames."""
+    ('speech', up to ``max_faces`` faces tracked) on the same frames."""
     from avsync import media
 
     want_pose, want_face = chosen == "dance", chosen == "speech"
     need_rgb = want_pose or want_face
-    tr = _Tracks()
+    tr = _Tracks(multi=[] if want_face and max_faces > 1 else None)
+    tracker = FaceTracks(max_faces, fps) if tr.multi is not None else None
     mgrid = MotionGrid(GRID)
-    det = LandmarkDetector(pose=want_pose, face=want_face, static=False) if need_rgb else None
+    det = LandmarkDetector(pose=want_pose, face=want_face and tracker is None, static=False) if need_rgb else None
     reader = media.iter_frames(p, max_side=DETECT_SIDE if need_rgb else MOTION_WIDTH, gray=not need_rgb, upright=True)
     try:
         if progress is not None:
@@ -326,15 +373,19 @@ def _decode_tracks(p: str, chosen: str, n_est: int | None, fps: float, progress:
             tr.times.append(t)
             tr.grid.append(mgrid.update(_gray_small(img), gap))
             if det is not None:
-                _detect(det, img, want_pose, tr)
+                _detect(det, img, want_pose, tr, tracker)
             if progress is not None and (i + 1) % 10 == 0:
                 progress("features", i + 1, n_est)
     finally:
         reader.close()
         if det is not None:
             det.close()
+        if tracker is not None:
+            tracker.close()
     if not tr.times:
         raise InputError(f"cannot read '{p}': no video frame could be decoded")
+    if tr.multi is not None:
+        _face_tracks(tr)
     if progress is not None:
         progress("features", len(tr.times), len(tr.times))
     return tr
@@ -344,12 +395,15 @@ _NAN_POSE = np.full((N_POSE, 3), np.nan, np.float32)
 _NAN_LIPS = np.full((N_LIPS, 2), np.nan, np.float32)
 
 
-def _detect(det: LandmarkDetector, img: np.ndarray, pose: bool, tr: _Tracks) -> None:
+def _detect(det: LandmarkDetector, img: np.ndarray, pose: bool, tr: _Tracks,
+            tracker: FaceTracks | None = None) -> None:
     """Run the pose (or face) detector on one frame and append what it found to ``tr``."""
     if pose:
         r = det.pose(img)
         tr.found.append(r is not None)
         tr.pose.append(_NAN_POSE if r is None else r)
+    elif tracker is not None and tr.multi is not None:
+        tr.multi.append([(k, f.lips, f.opening, f.face_size) for k, f in tracker.process(img)])
     else:
         f = det.face(img)
         tr.found.append(f is not None)
@@ -374,6 +428,27 @@ class _Person(NamedTuple):
     keypoints: Signal | None
     mouth: Signal | None
     note: str
+    faces: tuple[Face, ...] = ()  # several faces, left to right
+    main_face: int = 0  # which of them fills envelope / keypoints / mouth
+
+
+def _face_tracks(tr: _Tracks) -> None:
+    """Several faces tracked: per-track arrays, and ``found`` / ``lips`` / ``mouth`` filled from the
+    track found most often (so the one-face path reads it as before). Sets ``tr.tracks``."""
+    multi = tr.multi or []
+    n = len(multi)
+    k_max = 1 + max((k for fr in multi for k, *_ in fr), default=-1)
+    lips = np.full((k_max, n, N_LIPS, 2), np.nan, np.float32)
+    mouth = np.full((k_max, n, 2), np.nan, np.float64)
+    for t, fr in enumerate(multi):
+        for k, lp, opening, size in fr:
+            lips[k, t], mouth[k, t] = lp, (opening, size)
+    found = np.isfinite(mouth[:, :, 0])
+    tr.tracks = [(lips[k], mouth[k], found[k]) for k in range(k_max)]
+    main = int(np.argmax(found.sum(axis=1))) if k_max else -1
+    tr.found = list(found[main]) if k_max else [False] * n
+    tr.lips = list(lips[main]) if k_max else [_NAN_LIPS] * n
+    tr.mouth = [tuple(m) for m in mouth[main]] if k_max else [(np.nan, np.nan)] * n
 
 
 def _person_features(chosen: str, tr: _Tracks, idx: np.ndarray, t_src: np.ndarray, fps: float, n: int) -> _Person:
@@ -391,7 +466,29 @@ def _person_features(chosen: str, tr: _Tracks, idx: np.ndarray, t_src: np.ndarra
         return _Person("pose", envelope, keypoints, None, f"pose found in {round(100 * rate)}% of frames")
     envelope, keypoints, mouth = lip_features(np.stack(tr.lips)[idx], np.asarray(tr.mouth, np.float64)[idx],
                                               ok, t_src, fps, n)
-    return _Person("lips", envelope, keypoints, mouth, f"face found in {round(100 * rate)}% of frames")
+    note = f"face found in {round(100 * rate)}% of frames"
+    faces = _several_faces(tr, idx, t_src, fps, n)
+    if len(faces) < 2:
+        return _Person("lips", envelope, keypoints, mouth, note)
+    main = max(range(len(faces)), key=lambda i: faces[i].detection_rate)
+    f = faces[main]
+    rates = [f"{round(100 * x.detection_rate)}%" for x in faces]
+    return _Person("lips", f.envelope.values[:, 0], f.keypoints, f.mouth,
+                   f"{len(faces)} faces found in {', '.join(rates[:-1])} and {rates[-1]} of frames", faces, main)
+
+
+def _several_faces(tr: _Tracks, idx: np.ndarray, t_src: np.ndarray, fps: float, n: int) -> tuple[Face, ...]:
+    """Lip features of every tracked face found in at least MIN_DETECTION of the frames, left to right."""
+    out = []
+    for lips, mouth, found in tr.tracks:
+        ok = found[idx]
+        if ok.mean() < MIN_DETECTION:
+            continue
+        env, kp, mo = lip_features(lips[idx], mouth[idx], ok, t_src, fps, n)
+        centre = np.nanmedian(lips[found].mean(axis=1), axis=0)
+        out.append(Face(Signal(env, fps, 0.0), kp, mo, float(ok.mean()), (float(centre[0]), float(centre[1])),
+                        float(np.median(mouth[found, 1]))))
+    return tuple(sorted(out, key=lambda f: f.position[0]))
 
 
 def pose_features(pose: np.ndarray, ok: np.ndarray, t_src: np.ndarray, fps: float,

@@ -12,10 +12,12 @@ try to download a model at first use.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,11 @@ class FaceResult:
     lips: np.ndarray
     opening: float
     face_size: float
+
+    @property
+    def centre(self) -> np.ndarray:
+        """(2,) mean of the lip points: where the mouth is, isotropic image units."""
+        return self.lips.mean(axis=0)
 
 
 @contextlib.contextmanager
@@ -185,15 +192,147 @@ class LandmarkDetector:
         if not res.multi_face_landmarks:
             return None
         sx, sy = self._scale(rgb)
-        lm = res.multi_face_landmarks[0].landmark
+        return _face_result(res.multi_face_landmarks[0].landmark, (0.0, sx), (0.0, sy))
 
-        def pt(i: int) -> np.ndarray:
-            return np.array((lm[i].x * sx, lm[i].y * sy), dtype=np.float32)
 
-        lips = np.stack([pt(i) for i in LIPS])
-        iod = float(np.linalg.norm(pt(EYE_OUTER_L) - pt(EYE_OUTER_R)))
-        gap = float(np.linalg.norm(pt(INNER_TOP) - pt(INNER_BOTTOM)))
-        return FaceResult(lips=lips, opening=gap / max(iod, 1e-6), face_size=iod)
+def _face_result(lm, ax: tuple[float, float], ay: tuple[float, float]) -> FaceResult:  # type: ignore[no-untyped-def]
+    """A :class:`FaceResult` from one face mesh's normalised landmarks ``lm``: image x (isotropic
+    units) = ``ax[0] + lm.x * ax[1]``, likewise y."""
+
+    def pt(i: int) -> np.ndarray:
+        return np.array((ax[0] + lm[i].x * ax[1], ay[0] + lm[i].y * ay[1]), dtype=np.float32)
+
+    lips = np.stack([pt(i) for i in LIPS])
+    iod = float(np.linalg.norm(pt(EYE_OUTER_L) - pt(EYE_OUTER_R)))
+    gap = float(np.linalg.norm(pt(INNER_TOP) - pt(INNER_BOTTOM)))
+    return FaceResult(lips=lips, opening=gap / max(iod, 1e-6), face_size=iod)
+
+
+def _full_range_detector():  # type: ignore[no-untyped-def]
+    """mediapipe's full-range face detector (faces down to a few per cent of the frame; the face
+    mesh's own detector is the short-range one and misses faces that small)."""
+    import mediapipe as mp
+
+    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+
+
+def _boxes(detector, rgb: np.ndarray) -> list[tuple[float, float, float]]:  # type: ignore[no-untyped-def]
+    """Faces found by ``detector``: (centre x, centre y, size) in pixels, size = the larger box side."""
+    h, w = rgb.shape[:2]
+    res = detector.process(np.ascontiguousarray(rgb))
+    out = []
+    for d in res.detections or []:
+        b = d.location_data.relative_bounding_box
+        out.append(((b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h, max(b.width * w, b.height * h)))
+    return out
+
+
+class FaceCounter:
+    """How many faces a frame holds (full-range detector). Use as a context manager."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        with quiet_native_stderr():
+            self._det = _full_range_detector()
+            self._det.process(np.zeros((64, 64, 3), np.uint8))
+
+    def __enter__(self) -> FaceCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._det.close()
+
+    def count(self, rgb: np.ndarray) -> int:
+        return len(_boxes(self._det, rgb))
+
+
+CROP_SCALE = 2.2  # several faces: each face mesh sees a square this many face-box sides wide
+RECENTRE = 0.25  # ... a crop moves to its face when the face has moved this many face sides from its centre
+REDETECT = 2.0  # ... and the faces are looked for again at least this often, s
+
+
+class FaceTracks:
+    """Several faces through a video, each followed by its own face mesh on a crop around it.
+
+    The full-range detector finds the faces (on the first frame, every :data:`REDETECT` s, and
+    whenever a face was lost); each new face opens a track (at most ``max_faces``) with its own
+    face mesh in tracking mode, fed a square crop :data:`CROP_SCALE` face sides wide centred
+    where the face was last seen. A detection continues the track whose face it overlaps
+    (centre within half a face side); a track's crop follows its face mesh's landmarks.
+    Use as a context manager.
+    """
+
+    def __init__(self, max_faces: int, fps: float) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        self.max_faces = int(max_faces)
+        self._every = max(1, int(round(REDETECT * fps)))
+        self._boxes_px: list[tuple[float, float, float]] = []  # per track: centre x, y, size (pixels)
+        self._meshes: list[Any] = []
+        self._lost_tracks: list[bool] = []  # per track: its face mesh found nothing last time
+        self._frame = 0
+        with quiet_native_stderr():
+            self._det = _full_range_detector()
+            self._det.process(np.zeros((64, 64, 3), np.uint8))
+
+    def __enter__(self) -> FaceTracks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for m in [self._det, *self._meshes]:
+            m.close()
+        self._meshes = []
+
+    def _new_mesh(self) -> Any:
+        import mediapipe as mp
+
+        with quiet_native_stderr():
+            return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+                                                   min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def _redetect(self, rgb: np.ndarray) -> None:
+        for cx, cy, size in _boxes(self._det, rgb):
+            near = [k for k, (x, y, s) in enumerate(self._boxes_px) if math.hypot(cx - x, cy - y) <= 0.5 * max(s, size)]
+            if near:
+                k = near[0]
+                if self._lost_tracks[k]:
+                    self._boxes_px[k] = (cx, cy, size)
+            elif len(self._boxes_px) < self.max_faces:
+                self._boxes_px.append((cx, cy, size))
+                self._meshes.append(self._new_mesh())
+                self._lost_tracks.append(True)
+
+    def process(self, rgb: np.ndarray) -> list[tuple[int, FaceResult]]:
+        """(track index, face) of every face followed in this frame (RGB, (H, W, 3) uint8)."""
+        h, w = rgb.shape[:2]
+        side = float(max(w, h))
+        if self._frame % self._every == 0 or any(self._lost_tracks) or not self._boxes_px:
+            self._redetect(rgb)
+        self._frame += 1
+        out = []
+        for k, (cx, cy, size) in enumerate(self._boxes_px):
+            half = CROP_SCALE * size / 2
+            x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+            x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                self._lost_tracks[k] = True
+                continue
+            res = self._meshes[k].process(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+            if not res.multi_face_landmarks:
+                self._lost_tracks[k] = True
+                continue
+            lm = res.multi_face_landmarks[0].landmark
+            cw, ch = x1 - x0, y1 - y0
+            out.append((k, _face_result(lm, (x0 / side, cw / side), (y0 / side, ch / side))))
+            xs = np.array([p.x for p in lm]) * cw + x0
+            ys = np.array([p.y for p in lm]) * ch + y0
+            mx, my = float(xs.mean()), float(ys.mean())
+            if math.hypot(mx - cx, my - cy) > RECENTRE * size:  # the crop stays put while the face is well inside
+                self._boxes_px[k] = (mx, my, float(max(np.ptp(xs), np.ptp(ys))))
+            self._lost_tracks[k] = False
+        return out
 
 
 def _interp_gaps(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
