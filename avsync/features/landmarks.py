@@ -288,9 +288,11 @@ class FaceTracks:
     def _new_mesh(self) -> Any:
         import mediapipe as mp
 
-        with quiet_native_stderr():
-            return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+        with quiet_native_stderr():  # the first process() call prints native messages: done here on a blank
+            mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
                                                    min_detection_confidence=0.5, min_tracking_confidence=0.5)
+            mesh.process(np.zeros((64, 64, 3), np.uint8))
+        return mesh
 
     def _redetect(self, rgb: np.ndarray) -> None:
         for cx, cy, size in _boxes(self._det, rgb):
