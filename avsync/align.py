@@ -307,11 +307,14 @@ def _follow_picture(video: str | os.PathLike[str], afeat: Any, vinfo: Any, backe
     and the evidence check."""
     from avsync.features.extract import extract_visual
     from avsync.media import frame_times
+    from avsync.offset import choose_face, face_note
 
     with timed(secs, "visual_features"):
         vfeat = extract_visual(video, opts.mode, cache=opts.cache, progress=progress)
     with timed(secs, "backend"):
         assert backend is not None
+        # several tracked faces: follow the one whose lips follow the reference (as detect-offset picks it)
+        vfeat, faces = choose_face(backend, afeat, vfeat, opts.max_shift)
         aff = backend.affinity(afeat, vfeat, opts.max_shift)
     with timed(secs, "path"):
         popts = opts.path_options()
@@ -325,8 +328,10 @@ def _follow_picture(video: str | os.PathLike[str], afeat: Any, vinfo: Any, backe
                 corr = _kept_timing(n_out, fps, src_dur, float(evidence["confidence"]))
         evidence["source"] = "picture"
     ftimes = vfeat.frame_times if len(vfeat.frame_times) else frame_times(video)
+    visual_note = "; ".join(n for n in (vfeat.note, face_note(faces)) if n)
     return Measured(corr, vfeat, vinfo, secs, evidence, np.asarray(ftimes), "picture",
-                    _picture_note(notes, vfeat.note, evidence))
+                    _picture_note(notes, visual_note, evidence))
+
 
 
 def _picture_note(notes: list[str], visual_note: str, evidence: dict[str, Any]) -> str:

@@ -104,23 +104,42 @@ TALKER = REAL / "Hangz-nju-cuhk_Talking-Face_PC-AVS__misc_Pose_Source_741400163.
 OTHER = REAL / "Hangz-nju-cuhk_Talking-Face_PC-AVS__misc_Audio_Source_00104.mp4"
 
 
-@pytest.mark.skipif(not (TALKER.is_file() and OTHER.is_file()), reason="real media absent")
-def test_detect_offset_measures_the_speaking_one_of_two_real_faces(tmp_path):
-    """Two real talking faces side by side, the sound of the right one: both are tracked, and the
-    right one is measured (the left one is found as often, so only the sound can tell them apart);
-    the face meshes' native start-up messages stay off stderr."""
-    import os
+needs_real = pytest.mark.skipif(not (TALKER.is_file() and OTHER.is_file()), reason="real media absent")
 
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory):
+    """Two real talking faces side by side (8 s), the sound of the right one."""
     from tests.mediagen import side_by_side
 
-    clip = side_by_side(str(OTHER), str(TALKER), str(TALKER), str(tmp_path / "two.mp4"), seconds=8.0)
+    d = tmp_path_factory.mktemp("two-faces")
+    return side_by_side(str(OTHER), str(TALKER), str(TALKER), str(d / "two.mp4"), seconds=8.0)
+
+
+def _run(args: list[str], tmp_path: Path) -> dict:
+    import os
+
     env = {**os.environ, "AVSYNC_CACHE": str(tmp_path / "cache")}  # features computed, not read from a cache
-    r = subprocess.run([sys.executable, "-m", "avsync", "detect-offset", clip, "--json"],
-                       capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run([sys.executable, "-m", "avsync", *args, "--json"], capture_output=True, text=True,
+                       timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == ""
-    out = json.loads(r.stdout)
+    return json.loads(r.stdout)
+
+
+@needs_real
+def test_detect_offset_measures_the_speaking_one_of_two_real_faces(two_faces, tmp_path):
+    """Both faces are tracked, and the right one is measured (the left one is found as often, so
+    only the sound can tell them apart); the face meshes' native start-up messages stay off stderr."""
+    out = _run(["detect-offset", two_faces], tmp_path)
     faces = out["faces"]
     assert len(faces) == 2 and faces[0]["position"][0] < 0.5 < faces[1]["position"][0]
     assert out["measured_face"] == 1 and out["speaking_face"] in (1, None)
     assert "faces" in out["note"]
+
+
+@needs_real
+def test_align_through_the_picture_follows_the_speaking_face(two_faces, tmp_path):
+    out = _run(["align", two_faces, "--audio", two_faces, "-o", str(tmp_path / "out.mp4"), "--sync-by", "picture"],
+               tmp_path)
+    assert out["visual_kind"] == "lips" and "of 2 faces" in out["note"] and "(face 1)" in out["note"]
