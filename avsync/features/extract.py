@@ -268,7 +268,10 @@ def extract_visual(
         pose (isotropic image units — pixels / longest side — minus the mid-hip point) and
         (T, 40) for lips (minus the lip centroid, divided by the inter-ocular distance,
         i.e. face-size invariant). When the chosen detector finds the person in fewer
-        than 30% of frames, ``kind`` is 'motion' and ``note`` says so.
+        than 30% of frames, ``kind`` is 'motion' and ``note`` says so. With several faces in
+        the picture ('speech'; the probe's full-range detector sees two or more in at least
+        :data:`SEVERAL_FACES` probe frames), each face (up to :data:`MAX_FACES`) is tracked on its
+        own and ``faces`` holds every one found in 30% of frames or more.
 
     Raises
     ------

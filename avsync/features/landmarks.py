@@ -254,11 +254,14 @@ REDETECT = 2.0  # ... and the faces are looked for again at least this often, s
 class FaceTracks:
     """Several faces through a video, each followed by its own face mesh on a crop around it.
 
-    The full-range detector finds the faces (on the first frame, every :data:`REDETECT` s, and
-    whenever a face was lost); each new face opens a track (at most ``max_faces``) with its own
-    face mesh in tracking mode, fed a square crop :data:`CROP_SCALE` face sides wide centred
-    where the face was last seen. A detection continues the track whose face it overlaps
-    (centre within half a face side); a track's crop follows its face mesh's landmarks.
+    The full-range detector finds the faces (on the first frame, every :data:`REDETECT` s, and on
+    every frame while a face is lost); each new face opens a track (at most ``max_faces``) with
+    its own face mesh in tracking mode, fed a square crop :data:`CROP_SCALE` face sides wide. A
+    detection continues the track whose face it overlaps (centre within half a face side) and
+    re-places the crop of a lost one. A crop stays put while its face stays within
+    :data:`RECENTRE` face sides of its centre, then moves onto it: moving it every frame made the
+    mouth opening correlate 0.81 with the full-frame mesh's on the same face, keeping it still
+    0.89. A face that leaves and another that comes in where it was share a track.
     Use as a context manager.
     """
 
