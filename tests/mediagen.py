@@ -263,29 +263,3 @@ def random_features(lips: bool = True, seconds: float = 6.0, fps: float = 25.0) 
                          fps=fps, frame_times=np.arange(n) / fps)
     return audio, vis
 
-
-def side_by_side(left: str, right: str, sound_of: str, path: str, seconds: float = 6.0, height: int = 240) -> str:
-    """Two real clips' pictures side by side (each scaled to ``height``), at ``left``'s frame
-    rate, with the sound of ``sound_of`` (one of the two), for ``seconds``."""
-    import cv2
-
-    from avsync import media
-
-    fps = media.probe(left).fps or 25.0
-    n = int(seconds * fps)
-
-    def frames(src: str) -> list[np.ndarray]:
-        got = [(t, img) for _, t, img in media.iter_frames(src, max_side=1280, gray=False, upright=True)]
-        ts = np.array([t for t, _ in got])
-        idx = np.clip(np.searchsorted(ts, np.arange(n) / fps + 1e-6) - 1, 0, len(got) - 1)
-        out = []
-        for k in idx:
-            img = got[k][1]
-            w = int(round(img.shape[1] * height / img.shape[0] / 2)) * 2
-            out.append(cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA))
-        return out
-
-    pics = zip(frames(left), frames(right), strict=True)
-    sr = 16000
-    y = media.load_audio(sound_of, sr=sr)[: int(seconds * sr)]
-    return write_frames_video(path, (np.concatenate([a, b], axis=1) for a, b in pics), fps, audio=(y, sr))

@@ -109,11 +109,24 @@ needs_real = pytest.mark.skipif(not (TALKER.is_file() and OTHER.is_file()), reas
 
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory):
-    """Two real talking faces side by side (8 s), the sound of the right one."""
-    from tests.mediagen import side_by_side
+    """Two real talking faces side by side, the sound of the right one (made as bench/two_faces.py
+    makes its composites)."""
+    import importlib.util
 
-    d = tmp_path_factory.mktemp("two-faces")
-    return side_by_side(str(OTHER), str(TALKER), str(TALKER), str(d / "two.mp4"), seconds=8.0)
+    from avsync.evaluation.real import Clip
+
+    spec = importlib.util.spec_from_file_location("two_faces", Path(__file__).parents[1] / "bench" / "two_faces.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def clip(p: Path) -> Clip:
+        return Clip(p.name, str(p), "speech", "check", "file:" + p.name)
+
+    out = tmp_path_factory.mktemp("two-faces") / "two.mp4"
+    x = bench.compose(clip(TALKER), clip(OTHER), out, speaker_left=False)
+    assert x > 0.5
+    return str(out)
 
 
 def _run(args: list[str], tmp_path: Path) -> dict:
