@@ -262,4 +262,3 @@ def random_features(lips: bool = True, seconds: float = 6.0, fps: float = 25.0) 
                          mouth=Signal(rng.random((n, 1)), fps) if lips else None, detection_rate=1.0 if lips else 0.0,
                          fps=fps, frame_times=np.arange(n) / fps)
     return audio, vis
-
