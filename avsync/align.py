@@ -333,7 +333,6 @@ def _follow_picture(video: str | os.PathLike[str], afeat: Any, vinfo: Any, backe
                     _picture_note(notes, visual_note, evidence))
 
 
-
 def _picture_note(notes: list[str], visual_note: str, evidence: dict[str, Any]) -> str:
     """Human words on what the picture route used and decided."""
     note = "; ".join([*notes, visual_note] if visual_note else notes)
