@@ -156,3 +156,15 @@ def test_align_through_the_picture_follows_the_speaking_face(two_faces, tmp_path
     out = _run(["align", two_faces, "--audio", two_faces, "-o", str(tmp_path / "out.mp4"), "--sync-by", "picture"],
                tmp_path)
     assert out["visual_kind"] == "lips" and "of 2 faces" in out["note"] and "(face 1)" in out["note"]
+
+
+def test_the_table_lists_each_face_and_marks_the_speaker():
+    from avsync.cli.offset import _faces_line
+
+    extra = {"faces": [{"face": 0, "position": [0.2, 0.3], "offset_ms": 700.0, "confidence": 0.1},
+                       {"face": 1, "position": [0.7, 0.3], "offset_ms": -77.0, "confidence": 0.7}],
+             "speaking_face": 1, "measured_face": 1}
+    line = _faces_line(extra)
+    assert line.startswith("0 at x 0.20: +700 ms, confidence 0.10; 1 at x 0.70: -77 ms")
+    assert line.endswith("speaks[/bold]")
+    assert _faces_line({**extra, "speaking_face": None}).endswith("0.70  measured")

@@ -158,6 +158,8 @@ def _print_table(r, fixed, plot_path, exported=None) -> None:  # type: ignore[no
         t.add_row("drift", f"{r.drift_ms_per_min:+.1f} ms/min over {r.duration:.1f} s "
                            f"({len(r.windows)} window{'s' if len(r.windows) != 1 else ''})")
         t.add_row("backend", f"{r.backend} ({r.mode}, {r.extra.get('visual_kind', '?')}); method: {r.method}")
+        if r.extra.get("faces"):
+            t.add_row("faces", _faces_line(r.extra))
         if r.note:
             t.add_row("note", r.note)
         t.add_row("convention", "positive = audio leads picture")
@@ -169,3 +171,15 @@ def _print_table(r, fixed, plot_path, exported=None) -> None:  # type: ignore[no
     if exported is not None:
         t.add_row("timeline", f"{exported['path']} ({exported['format']}: {exported['words']})")
     c.print(t)
+
+
+def _faces_line(extra: dict) -> str:
+    """One line on the faces of a picture with several: where each is, its reading, which was measured."""
+    faces, speaking, measured = extra["faces"], extra.get("speaking_face"), extra.get("measured_face")
+
+    def one(f: dict) -> str:
+        mark = "  [bold]speaks[/bold]" if f["face"] == speaking else ("  measured" if f["face"] == measured else "")
+        return (f"{f['face']} at x {f['position'][0]:.2f}: {f['offset_ms']:+.0f} ms, confidence "
+                f"{f['confidence']:.2f}{mark}")
+
+    return "; ".join(one(f) for f in faces)
