@@ -89,6 +89,8 @@ VOCABULARY: dict[str, Key] = dict([
     _k("position", "[x, y]", "`faces[]`: where the mouth is, pixels / the frame's longest side", D),
     _k("size", "same units", "`faces[]`: the face's inter-ocular distance", D),
     _k("detected", "0..1", "`faces[]`: share of frames where that face was found", D),
+    _k("syncnet_margin", "0..1 or null", "`faces[]`: the lip SyncNet's margin at its best lag ((median − least) / "
+                                         "median distance); picks the likeliest face when no face is clear", D),
     _k("speaking_face", "index or null", "the face whose lips follow the sound (null: cannot tell which)", D),
     _k("measured_face", "index", "the face the offset was measured on (the likeliest speaker)", D),
     _k("in_sync", "bool", "inside the ITU window −125 ms ≤ offset ≤ +45 ms", D),

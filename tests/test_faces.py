@@ -36,7 +36,7 @@ def _two_faces(seed: int, speaker: int | None, seconds: float = 10.0, lag: int =
     t100 = np.arange(int(seconds * 100)) / 100
     speech = Signal(np.interp(t100 + lag / FPS, np.arange(n + 10) / FPS, voice), 100.0)
     flat = Signal(np.zeros(len(t100)), 100.0)
-    audio = AudioFeatures(onset=flat, speech=speech, logmel=Signal(np.zeros((len(t100), 2)), 100.0),
+    audio = AudioFeatures(onset=flat, speech=speech, logmel=Signal(np.zeros((len(t100), 128)), 100.0),
                           duration=seconds, sr=16000)
     faces = []
     for i in range(2):
@@ -168,3 +168,29 @@ def test_the_table_lists_each_face_and_marks_the_speaker():
     assert line.startswith("0 at x 0.20: +700 ms, confidence 0.10; 1 at x 0.70: -77 ms")
     assert line.endswith("speaks[/bold]")
     assert _faces_line({**extra, "speaking_face": None}).endswith("0.70  measured")
+
+
+def test_when_no_face_is_clear_the_lip_syncnet_margin_picks_the_likeliest(monkeypatch):
+    from avsync.errors import ModelError
+
+    audio, vis = _two_faces(3, None)
+    right_mouth = vis.faces[1].mouth.values
+
+    def reading(afeat, vfeat, max_shift, checkpoint="syncnet-lips"):  # noqa: ANN001, ANN202
+        return 0.0, 0.2 if np.array_equal(vfeat.mouth.values, right_mouth) else 0.05
+
+    monkeypatch.setattr(O, "lip_syncnet_reading", reading)
+    be = ClassicalBackend(ClassicalOptions(lip_filter=False))
+    chosen, info = O.choose_face(be, audio, vis, 1.0)
+    assert info["speaking_face"] is None and info["measured_face"] == 1
+    assert [f["syncnet_margin"] for f in info["faces"]] == [0.05, 0.2]
+    assert np.array_equal(chosen.mouth.values, right_mouth)
+
+    def unreadable(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise ModelError("no checkpoint")
+
+    monkeypatch.setattr(O, "lip_syncnet_reading", unreadable)
+    _, info = O.choose_face(be, audio, vis, 1.0)
+    readings = [be.offset(audio, vis.with_face(i), 1.0) for i in range(2)]
+    classical = max(range(2), key=lambda i: (readings[i].confidence, readings[i].extra["peak_score"]))
+    assert info["measured_face"] == classical and info["faces"][0]["syncnet_margin"] is None

@@ -179,7 +179,8 @@ def _faces_line(extra: dict) -> str:
 
     def one(f: dict) -> str:
         mark = "  [bold]speaks[/bold]" if f["face"] == speaking else ("  measured" if f["face"] == measured else "")
+        lip = f.get("syncnet_margin")
         return (f"{f['face']} at x {f['position'][0]:.2f}: {f['offset_ms']:+.0f} ms, confidence "
-                f"{f['confidence']:.2f}{mark}")
+                f"{f['confidence']:.2f}" + ("" if lip is None else f", lip SyncNet margin {lip:.2f}") + mark)
 
     return "; ".join(one(f) for f in faces)
