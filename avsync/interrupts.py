@@ -15,7 +15,9 @@ A signal handler calls :func:`interrupt` instead of raising KeyboardInterrupt it
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 _STATE = {"held": 0, "pending": False, "signalled": False}
 
@@ -56,3 +58,27 @@ def held() -> Iterator[None]:
 def reset() -> None:
     """Forget past signals (a long-lived process, e.g. a test, that handled one)."""
     _STATE.update(held=0, pending=False, signalled=False)
+
+
+def quiet_swallowed() -> None:
+    """Keep a KeyboardInterrupt that Python itself swallows off stderr.
+
+    A signal that lands while Python runs a callback whose exceptions it cannot propagate (a
+    weakref's, a ``__del__``, a garbage-collection callback) makes :func:`interrupt`'s
+    KeyboardInterrupt "unraisable": Python prints "Exception ignored in ..." and a traceback,
+    which broke the one-line message of an interrupted batch (seen once in a fresh-clone run).
+    The signal is already remembered (:func:`signalled`), so the command stops at its next check;
+    this hook drops that report and hands every other unraisable exception to the hook before it.
+    Called by the processes that install the signal handlers (the CLI, batch workers).
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_avsync_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) or unraisable.exc_type is KeyboardInterrupt:
+            return
+        previous(unraisable)
+
+    hook._avsync_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,3 +93,32 @@ def test_writes_work_again_without_a_signal(handler: None, tmp_path: Path) -> No
     outputs.write_json(tmp_path / "a.json", {"ok": 1})
     assert (tmp_path / "a.json").read_text().strip().startswith("{")
     assert not interrupts.signalled()
+
+
+_SWALLOWED = """
+import sys, weakref
+from avsync import interrupts
+if sys.argv[1] == "quiet":
+    interrupts.quiet_swallowed()
+    interrupts.quiet_swallowed()  # twice: still one hook
+
+class Obj:
+    pass
+
+def raiser(exc):
+    def cb(ref):
+        raise exc
+    return cb
+
+o = Obj(); r = weakref.ref(o, raiser(KeyboardInterrupt())); del o   # a signal landing in a weakref callback
+o = Obj(); r2 = weakref.ref(o, raiser(ValueError("other"))); del o   # any other swallowed error
+print("done")
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "default"])
+def test_a_keyboardinterrupt_python_swallows_stays_off_stderr_and_other_errors_do_not(mode):
+    r = subprocess.run([sys.executable, "-c", _SWALLOWED, mode], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "done"
+    assert "ValueError: other" in r.stderr  # still reported
+    assert ("KeyboardInterrupt" in r.stderr) == (mode == "default")

@@ -53,6 +53,7 @@ def worker_main(conn: Any, warm: list[str], threads: int, quiet: bool) -> None:
     """Worker loop: import heavy modules once, then run tasks sent through ``conn``."""
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    interrupts.quiet_swallowed()
     _prepare(warm, threads, quiet)
     try:
         conn.send(("ready", os.getpid()))

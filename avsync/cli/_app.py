@@ -287,6 +287,7 @@ def _install_signal_handlers() -> None:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    interrupts.quiet_swallowed()
 
 
 def _load_commands() -> None:
