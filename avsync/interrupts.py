@@ -76,7 +76,7 @@ def quiet_swallowed() -> None:
         return
 
     def hook(unraisable: Any) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt) or unraisable.exc_type is KeyboardInterrupt:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
             return
         previous(unraisable)
 

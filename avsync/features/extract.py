@@ -467,17 +467,16 @@ def _person_features(chosen: str, tr: _Tracks, idx: np.ndarray, t_src: np.ndarra
     if chosen == "dance":
         envelope, keypoints = pose_features(np.stack(tr.pose)[idx], ok, t_src, fps, n)
         return _Person("pose", envelope, keypoints, None, f"pose found in {round(100 * rate)}% of frames")
+    faces = _several_faces(tr, idx, t_src, fps, n)
+    if len(faces) >= 2:
+        main = max(range(len(faces)), key=lambda i: faces[i].detection_rate)
+        f = faces[main]
+        rates = [f"{round(100 * x.detection_rate)}%" for x in faces]
+        return _Person("lips", f.envelope.values[:, 0], f.keypoints, f.mouth,
+                       f"{len(faces)} faces found in {', '.join(rates[:-1])} and {rates[-1]} of frames", faces, main)
     envelope, keypoints, mouth = lip_features(np.stack(tr.lips)[idx], np.asarray(tr.mouth, np.float64)[idx],
                                               ok, t_src, fps, n)
-    note = f"face found in {round(100 * rate)}% of frames"
-    faces = _several_faces(tr, idx, t_src, fps, n)
-    if len(faces) < 2:
-        return _Person("lips", envelope, keypoints, mouth, note)
-    main = max(range(len(faces)), key=lambda i: faces[i].detection_rate)
-    f = faces[main]
-    rates = [f"{round(100 * x.detection_rate)}%" for x in faces]
-    return _Person("lips", f.envelope.values[:, 0], f.keypoints, f.mouth,
-                   f"{len(faces)} faces found in {', '.join(rates[:-1])} and {rates[-1]} of frames", faces, main)
+    return _Person("lips", envelope, keypoints, mouth, f"face found in {round(100 * rate)}% of frames")
 
 
 def _several_faces(tr: _Tracks, idx: np.ndarray, t_src: np.ndarray, fps: float, n: int) -> tuple[Face, ...]:

@@ -126,17 +126,7 @@ class LandmarkDetector:
             if pose
             else None
         )
-        self._face = (
-            mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=static,
-                max_num_faces=1,
-                refine_landmarks=False,
-                min_detection_confidence=0.5,
-                min_tracking_confidence=0.5,
-            )
-            if face
-            else None
-        )
+        self._face = _face_mesh(static) if face else None
         # The first process() call prints TFLite delegate messages from native code: do it here,
         # inside the quiet block, on a blank frame.
         blank = np.zeros((64, 64, 3), np.uint8)
@@ -208,12 +198,31 @@ def _face_result(lm, ax: tuple[float, float], ay: tuple[float, float]) -> FaceRe
     return FaceResult(lips=lips, opening=gap / max(iod, 1e-6), face_size=iod)
 
 
-def _full_range_detector():  # type: ignore[no-untyped-def]
-    """mediapipe's full-range face detector (faces down to a few per cent of the frame; the face
-    mesh's own detector is the short-range one and misses faces that small)."""
+def _face_mesh(static: bool):  # type: ignore[no-untyped-def]
+    """mediapipe's face mesh for one face (the settings every face mesh here uses)."""
     import mediapipe as mp
 
-    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+    return mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=1, refine_landmarks=False,
+                                           min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+
+def _started(make: Any) -> Any:
+    """The mediapipe model ``make()`` builds, after a first process() call on a blank frame, both
+    with native stderr silenced (as :class:`LandmarkDetector` starts its models): they print
+    absl/TFLite start-up lines that would break the CLI's one-line errors."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    with quiet_native_stderr():
+        model = make()
+        model.process(np.zeros((64, 64, 3), np.uint8))
+    return model
+
+
+def _full_range_detector():  # type: ignore[no-untyped-def]
+    """mediapipe's full-range face detector (faces down to a few per cent of the frame; the face
+    mesh's own detector is the short-range one and misses faces that small), started."""
+    import mediapipe as mp
+
+    return _started(lambda: mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5))
 
 
 def _boxes(detector, rgb: np.ndarray) -> list[tuple[float, float, float]]:  # type: ignore[no-untyped-def]
@@ -231,10 +240,7 @@ class FaceCounter:
     """How many faces a frame holds (full-range detector). Use as a context manager."""
 
     def __init__(self) -> None:
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        with quiet_native_stderr():
-            self._det = _full_range_detector()
-            self._det.process(np.zeros((64, 64, 3), np.uint8))
+        self._det = _full_range_detector()
 
     def __enter__(self) -> FaceCounter:
         return self
@@ -266,16 +272,13 @@ class FaceTracks:
     """
 
     def __init__(self, max_faces: int, fps: float) -> None:
-        os.environ.setdefault("GLOG_minloglevel", "2")
         self.max_faces = int(max_faces)
         self._every = max(1, int(round(REDETECT * fps)))
         self._boxes_px: list[tuple[float, float, float]] = []  # per track: centre x, y, size (pixels)
         self._meshes: list[Any] = []
         self._lost_tracks: list[bool] = []  # per track: its face mesh found nothing last time
         self._frame = 0
-        with quiet_native_stderr():
-            self._det = _full_range_detector()
-            self._det.process(np.zeros((64, 64, 3), np.uint8))
+        self._det = _full_range_detector()
 
     def __enter__(self) -> FaceTracks:
         return self
@@ -288,14 +291,9 @@ class FaceTracks:
             m.close()
         self._meshes = []
 
-    def _new_mesh(self) -> Any:
-        import mediapipe as mp
-
-        with quiet_native_stderr():  # the first process() call prints native messages: done here on a blank
-            mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
-                                                   min_detection_confidence=0.5, min_tracking_confidence=0.5)
-            mesh.process(np.zeros((64, 64, 3), np.uint8))
-        return mesh
+    @staticmethod
+    def _new_mesh() -> Any:
+        return _started(lambda: _face_mesh(static=False))
 
     def _redetect(self, rgb: np.ndarray) -> None:
         for cx, cy, size in _boxes(self._det, rgb):
