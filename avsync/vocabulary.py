@@ -80,9 +80,11 @@ VOCABULARY: dict[str, Key] = dict([
     _k("backend_confidence", "0..1", "the backend's own confidence in the global offset", D),
     _k("window_agreement", "0..1", "share of windows agreeing with the global offset", D),
     _k("second_opinion", "object or null", "classical backend on a tracked face it is unsure of: the lip SyncNet's "
-                                           "reading, `backend`, `offset_ms`, `frames_apart` (agreement raises the "
-                                           "confidence, never above the verdict threshold)", D),
-    _k("frames_apart", "frames", "`second_opinion`: how far its offset is from the reported one", D),
+                                           "reading, `backend`, `offset_ms`, `frames_apart`, `classical_ms` "
+                                           "(agreement raises the confidence, never above the verdict threshold)", D),
+    _k("frames_apart", "frames", "`second_opinion`: how far its offset is from the classical reading", D),
+    _k("classical_ms", "ms", "`second_opinion`: the classical correlation's own offset (a tracked face's "
+                             "`offset_ms` is read by both together)", D),
     _k("faces", "list", "a picture with several tracked faces: each one's `face`, `position`, `size`, `detected`, "
                         "`offset_ms`, `confidence` (absent with one face)", D),
     _k("face", "index", "`faces[]`: the face's number, left to right from 0", D),

@@ -60,13 +60,17 @@ def measure(backend, a, v, max_shift: float, pipeline: bool) -> tuple[float, flo
     vdur = len(v.envelope) / v.envelope.rate
     ms = O.search_range(max_shift, vdur)
     off, bconf = O.global_offset(backend, a, v, ms)
+    off, reading = O.joint_reading(backend, a, v, ms, off) if JOINT else (off, None)
     off, period, _ = O.fold_period(off, v.envelope, ms)
     opts = O.OffsetOptions()
     w = O.measure_windows(backend, a, v, off, vdur, ms, opts)
     est, _ = O.fit_windows(w, off, float(v.fps), opts.window, bconf, period is not None)
-    est, _ = O.second_opinion(est, a, v, ms, getattr(backend, "name", ""))
+    est, _ = O.second_opinion(est, a, v, ms, getattr(backend, "name", ""), reading)
     _, est, _ = O.judge(est, vdur)
     return est.offset, est.confidence
+
+
+JOINT = True  # --no-joint: without the joint reading (offset.joint_reading), as before it
 
 
 class DoNothing:
@@ -131,9 +135,12 @@ def main() -> None:
     ap.add_argument("backends", nargs="*", default=["classical"])
     ap.add_argument("--part", default="check", choices=("fit", "check"))
     ap.add_argument("--pipeline", action="store_true", help="the whole detect-offset measurement")
+    ap.add_argument("--no-joint", action="store_true", help="--pipeline without the joint reading")
     ap.add_argument("--media", type=Path, default=MEDIA)
     ap.add_argument("--link-fit", type=Path, help="only make a folder of symlinks to the fit-part speech clips")
     args = ap.parse_args()
+    global JOINT
+    JOINT = not args.no_joint
     if args.link_fit:
         print(f"{link_fit(args.media, args.link_fit)} fit-part speech clips linked in {args.link_fit}")
         return

@@ -1,5 +1,6 @@
-"""Torch-free inference (avsync.nn.portable) and the second opinion it gives detect-offset:
-the checkpoint reader against torch.load, the numpy SyncNet against the torch module, and the
+"""Torch-free inference (avsync.nn.portable) and what it gives detect-offset: the checkpoint
+reader against torch.load, the numpy SyncNet against the torch module, the joint reading (the
+classical correlation and the lip SyncNet's distances added over the lags) and the
 second-opinion stage's rules (only the classical path, only a tracked face, only below the
 verdict threshold, never across it)."""
 
@@ -145,6 +146,84 @@ def test_a_second_opinion_without_its_checkpoint_leaves_the_answer_as_it_was(mon
     assert O.second_opinion(low, a, v, 1.0, "classical") == (low, None)
 
 
+class _Curves:
+    """A classical backend whose correlation over the lags is given (``lag_scores``)."""
+
+    name = "classical"
+
+    def __init__(self, fisher, fps):
+        self.fisher, self.fps = np.asarray(fisher, dtype=np.float64), fps
+
+    def lag_scores(self, audio, visual, max_shift):
+        return self.fisher, self.fps
+
+
+def _bump(n, at, width=1.5, height=1.0):
+    k = np.arange(-n, n + 1)
+    return height * np.exp(-0.5 * ((k - at) / width) ** 2)
+
+
+def test_the_joint_reading_takes_the_lag_both_readings_support(monkeypatch):
+    a, v = random_features(lips=True)
+    fps, n = float(v.fps), 15
+    rng = np.random.default_rng(3)
+    # classical: two peaks, the taller (wrong) at -6 frames, a slightly lower one at +4;
+    # the network's distance is least at +4 (and flat elsewhere, with a little noise)
+    fisher = _bump(n, -6, height=3.0) + _bump(n, 4, height=2.6) + 0.05 * rng.normal(size=2 * n + 1)
+    mdist = 1.0 - 0.4 * _bump(n, 4) + 0.01 * rng.normal(size=2 * n + 1)
+    lags = np.arange(-n, n + 1) / fps
+    monkeypatch.setattr(O, "lip_syncnet_curve", lambda *_, **__: (lags, mdist))
+    off, reading = O.joint_reading(_Curves(fisher, fps), a, v, n / fps, -6 / fps)
+    assert off == pytest.approx(4 / fps, abs=0.5 / fps)
+    assert reading["classical"] == pytest.approx(-6 / fps)
+    assert reading["syncnet"] == pytest.approx(4 / fps, abs=0.5 / fps)
+    # where both peak at the same lag, that lag, sub-frame
+    monkeypatch.setattr(O, "lip_syncnet_curve", lambda *_, **__: (lags, 1.0 - _bump(n, 2.3)))
+    off, _ = O.joint_reading(_Curves(_bump(n, 2.3), fps), a, v, n / fps, 2.3 / fps)
+    assert off == pytest.approx(2.3 / fps, abs=0.2 / fps)
+    # the second opinion then compares the network with the classical reading, not the joint one
+    est, info = O.second_opinion(_estimate(4 / fps, 0.05), a, v, 1.0, "classical",
+                                 {"classical": -6 / fps, "syncnet": 4 / fps})
+    assert info["frames_apart"] == pytest.approx(10.0) and info["classical_ms"] == pytest.approx(-6000 / fps, abs=1e-3)
+    assert est.confidence == pytest.approx(0.05)
+
+
+def test_the_joint_reading_leaves_other_pictures_backends_and_missing_networks_alone(monkeypatch):
+    a, v = random_features(lips=True)
+    fps = float(v.fps)
+    curves = _Curves(_bump(10, 1), fps)
+    a2, v2 = random_features(lips=False)
+    assert O.joint_reading(curves, a2, v2, 10 / fps, 0.123) == (0.123, None)
+
+    class Other(_Curves):
+        name = "syncnet"
+
+    assert O.joint_reading(Other(_bump(10, 1), fps), a, v, 10 / fps, 0.123) == (0.123, None)
+
+    def missing(*_, **__):
+        raise ModelError("no such checkpoint")
+
+    monkeypatch.setattr(O, "lip_syncnet_curve", missing)
+    assert O.joint_reading(curves, a, v, 10 / fps, 0.123) == (0.123, None)
+
+
+def test_the_joint_reading_reads_the_real_network_and_the_real_correlation():
+    from avsync.backends import get_backend
+    from avsync.types import Signal
+
+    a, v = random_features(lips=True, seconds=6.0)
+    a = dataclasses.replace(a, speech=Signal(np.random.default_rng(1).random(600), 100.0))  # not silent
+    be = get_backend("classical")
+    off0 = be.offset(a, v, 0.6).seconds
+    fisher, rate = be.lag_scores(a, v, 0.6)
+    assert rate == pytest.approx(float(v.fps)) and fisher.shape == (2 * round(0.6 * rate) + 1,)
+    assert np.argmax(fisher) == round(off0 * rate) + round(0.6 * rate)  # the peak offset() refines
+    off, reading = O.joint_reading(be, a, v, 0.6, off0)
+    assert reading["classical"] == off0
+    assert reading["syncnet"] == pytest.approx(O.lip_syncnet_offset(a, v, 0.6), abs=1e-9)
+    assert abs(off) <= 0.6 + 1e-9
+
+
 def test_the_second_opinion_does_not_import_torch():
     code = ("import sys; from tests.mediagen import random_features; from avsync import offset as O; "
             "a, v = random_features(lips=True); est = O.Estimate(0.0, 0.0, 0.0, float('inf'), False, 0.01, ()); "
@@ -175,4 +254,6 @@ def test_detect_offset_on_an_unsure_real_face_reports_the_second_reading():
     assert out["visual_kind"] == "lips" and out["confidence"] < O.CONFIDENT
     so = out["second_opinion"]
     assert so["backend"] == "syncnet-lips" and so["frames_apart"] >= 0
-    assert so["frames_apart"] == pytest.approx(abs(so["offset_ms"] - out["offset_ms"]) / 1000 * out["fps"], abs=0.01)
+    assert so["frames_apart"] == pytest.approx(abs(so["offset_ms"] - so["classical_ms"]) / 1000 * out["fps"], abs=0.01)
+    # the reported offset is the joint reading: it need not be either one, but lies within the search
+    assert abs(out["offset_ms"]) <= 1000 * out["duration"]

@@ -535,6 +535,13 @@ class ClassicalBackend:
         infl = null_inflation(a, v, round(NULL_LAG_SECONDS * rate)) if _use_speech(visual) else None
         return _offset_from_xcorr(*global_xcorr(a, v, max_lag, counts=True), max_lag, rate, infl)
 
+    def lag_scores(self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float) -> tuple[np.ndarray, float]:
+        """The whole-clip Fisher score at every integer lag ``-max_lag .. +max_lag`` (what
+        :meth:`offset` takes the peak of) and the lag grid's rate (frames per second)."""
+        a, v, rate = _envelopes(audio, visual, self.options)
+        max_lag = max(1, int(round(max_shift * rate)))
+        return fisher_score(*global_xcorr(a, v, max_lag, counts=True)), rate
+
     def offset_in_window(
         self, audio: AudioFeatures, visual: VisualFeatures, max_shift: float, t0: float, t1: float
     ) -> Offset:
