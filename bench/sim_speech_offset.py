@@ -14,7 +14,8 @@ confidence for being within ±1 frame.
 
 ``NAME:CHECKPOINT`` picks a checkpoint; the name ``none`` is "do nothing" (answers 0 s, confidence 0)
 on the same cases; ``--pipeline`` runs the whole detect-offset measurement
-(global search, windows, fit, verdict) instead of the backend's global ``offset`` alone.
+(global search, joint reading, windows, fit, second opinion, verdict) instead of the backend's
+global ``offset`` alone; ``--no-joint`` leaves the joint reading out (as before 2026-12-04).
 """
 
 from __future__ import annotations
