@@ -778,14 +778,8 @@ def lip_syncnet_curve(afeat: Any, vfeat: Any, max_shift: float,
     ModelError
         The checkpoint cannot be resolved or read.
     """
-    from avsync.backends._inputs import (
-        audio_frames,
-        band_lag_table,
-        checked_visual_frames,
-        nanmean_cols,
-        visual_input,
-        windows,
-    )
+    from avsync.backends._inputs import audio_frames, band_lag_table, checked_visual_frames, visual_input, windows
+    from avsync.backends.syncnet import mean_lag_distance
 
     net = _lip_syncnet(checkpoint)
     kind, frames, fps = net.dims["input_kind"], int(net.dims["frames"]), float(vfeat.fps)
@@ -793,10 +787,7 @@ def lip_syncnet_curve(afeat: Any, vfeat: Any, max_shift: float,
     ea = net.embed_audio(windows(audio_frames(afeat, fps), frames))
     ev = net.embed_visual(windows(v, frames))
     d, n = band_lag_table(ea, ev, max_shift, fps, lambda x, y: np.linalg.norm(x - y, axis=1))
-    mdist = nanmean_cols(d, max(5, len(d) // 4))
-    if not np.isfinite(mdist).any():
-        raise CannotMeasure("picture and sound do not overlap enough to measure an offset")
-    return np.arange(-n, n + 1) / fps, mdist
+    return np.arange(-n, n + 1) / fps, mean_lag_distance(d)
 
 
 def lip_syncnet_reading(afeat: Any, vfeat: Any, max_shift: float,
@@ -809,11 +800,10 @@ def lip_syncnet_reading(afeat: Any, vfeat: Any, max_shift: float,
 
 
 def _reading(lags: np.ndarray, mdist: np.ndarray, fps: float) -> tuple[float, float]:
-    from avsync.backends._inputs import parabolic
+    from avsync.backends.syncnet import least_lag
 
-    k = int(np.nanargmin(mdist))
+    sec, k = least_lag(mdist, lags, fps)
     level = float(np.nanmedian(mdist))
-    sec = float(lags[k] + parabolic(mdist, k) / fps)
     return sec, max(0.0, (level - float(mdist[k])) / level) if level > 0 else 0.0
 
 

@@ -166,14 +166,28 @@ class SyncNetBackend(KindNets):
         return search_offset(d, lags, fps, float(self.dims.conf_c50))
 
 
-def best_mean_lag(d: np.ndarray, lags: np.ndarray, fps: float) -> tuple[float, np.ndarray, int]:
-    """(offset s, mean distance per lag, its argmin): the lag of minimum mean distance over the
-    rows of ``d`` (Na, lags), sub-frame by a parabola through its neighbours."""
+def mean_lag_distance(d: np.ndarray) -> np.ndarray:
+    """The mean distance per lag over the rows of ``d`` (Na, lags) (LSE-D's curve; NaN where
+    too few rows overlap). Raises CannotMeasure when no lag has enough."""
     mdist = nanmean_cols(d, max(5, len(d) // 4))
     if not np.isfinite(mdist).any():
         raise CannotMeasure("picture and sound do not overlap enough to measure an offset")
+    return mdist
+
+
+def least_lag(mdist: np.ndarray, lags: np.ndarray, fps: float) -> tuple[float, int]:
+    """(offset s, index): the lag of least mean distance ``mdist``, sub-frame by a parabola
+    through its neighbours."""
     k = int(np.nanargmin(mdist))
-    return float(lags[k] + parabolic(mdist, k) / fps), mdist, k
+    return float(lags[k] + parabolic(mdist, k) / fps), k
+
+
+def best_mean_lag(d: np.ndarray, lags: np.ndarray, fps: float) -> tuple[float, np.ndarray, int]:
+    """(offset s, mean distance per lag, its argmin): :func:`least_lag` of
+    :func:`mean_lag_distance` over the rows of ``d`` (Na, lags)."""
+    mdist = mean_lag_distance(d)
+    sec, k = least_lag(mdist, lags, fps)
+    return sec, mdist, k
 
 
 def search_offset(d: np.ndarray, lags: np.ndarray, fps: float, c50: float) -> Offset:
