@@ -182,18 +182,11 @@ def least_lag(mdist: np.ndarray, lags: np.ndarray, fps: float) -> tuple[float, i
     return float(lags[k] + parabolic(mdist, k) / fps), k
 
 
-def best_mean_lag(d: np.ndarray, lags: np.ndarray, fps: float) -> tuple[float, np.ndarray, int]:
-    """(offset s, mean distance per lag, its argmin): :func:`least_lag` of
-    :func:`mean_lag_distance` over the rows of ``d`` (Na, lags)."""
-    mdist = mean_lag_distance(d)
-    sec, k = least_lag(mdist, lags, fps)
-    return sec, mdist, k
-
-
 def search_offset(d: np.ndarray, lags: np.ndarray, fps: float, c50: float) -> Offset:
     """SyncNet's offset search on a banded distance table ``d`` (Na, lags): the lag of minimum
     mean distance (LSE-D), sub-frame by a parabola; confidence LSE-C / (LSE-C + ``c50``)."""
-    sec, mdist, k = best_mean_lag(d, lags, fps)
+    mdist = mean_lag_distance(d)
+    sec, k = least_lag(mdist, lags, fps)
     lse_d = float(mdist[k])
     lse_c = float(np.nanmedian(mdist) - lse_d)
     conf = lse_c / (lse_c + c50) if lse_c > 0 else 0.0
